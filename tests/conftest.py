@@ -1,0 +1,55 @@
+"""Shared fixtures: a local tokenizer (the embedded model's) and tiny random models built from configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
+
+from atmanrl.models import materialize_embedded, prepare_tokenizer
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ARCHS = ("llama", "qwen2", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    return materialize_embedded()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded_dir):
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(embedded_dir))
+
+
+def tiny_config(arch: str, vocab_size: int):
+    common = dict(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    if arch == "llama":
+        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=512, **common)
+    if arch == "qwen2":
+        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=512, **common)
+    if arch == "gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common)
+    raise ValueError(arch)
+
+
+def make_tiny_model(arch: str, vocab_size: int, attn_implementation: str = "eager", seed: int = 0):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size), attn_implementation=attn_implementation)
+    return model.eval()
+
+
+@pytest.fixture(params=ARCHS)
+def tiny_model(request, tokenizer):
+    return make_tiny_model(request.param, len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: tests read GSM8K/MMLU from ../shared/data")
+    return SHARED_DATA
