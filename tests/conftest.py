@@ -27,11 +27,25 @@ def tokenizer(embedded_dir):
 def tiny_config(arch: str, vocab_size: int):
     common = dict(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=2)
     if arch == "llama":
-        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=512, **common)
+        return LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
     if arch == "qwen2":
-        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=512, **common)
+        return Qwen2Config(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
     if arch == "gpt2":
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common)
     raise ValueError(arch)
@@ -39,7 +53,9 @@ def tiny_config(arch: str, vocab_size: int):
 
 def make_tiny_model(arch: str, vocab_size: int, attn_implementation: str = "eager", seed: int = 0):
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size), attn_implementation=attn_implementation)
+    model = AutoModelForCausalLM.from_config(
+        tiny_config(arch, vocab_size), attn_implementation=attn_implementation
+    )
     return model.eval()
 
 

