@@ -139,6 +139,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import cli
+
+    return cli(args.rest)
+
+
 # --- parser -----------------------------------------------------------------------------------------
 
 
@@ -180,11 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", add_help=False, help="GRPO training with AtManRL rewards (see `atmanrl train --help`)",
+                       description="atmanrl train RECIPE.yaml [--key value ...]")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def _setup_logging(debug: bool) -> None:
+    import warnings
+
     from rich.logging import RichHandler
+
+    if not debug:  # library deprecation chatter is not actionable for users of the CLI
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     from .progress import console
 
