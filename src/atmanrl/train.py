@@ -69,6 +69,11 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
             raise UserError(f"recipe {path} not found: pass a YAML file, e.g. recipes/smollm2-135m/arith_atmanrl.yaml")
         args = ["--config", str(path), *args]
     parser = make_parser()
+    import torch
+
+    if not torch.cuda.is_available() and "--dry_run" in args:
+        # GRPOConfig refuses bf16 without a GPU at parse time; a dry run on a laptop still checks the rest.
+        args += ["--bf16", "false"]
     try:
         return parser.parse_args_and_config(args)
     except ValueError as e:
