@@ -118,3 +118,186 @@ def format_reward(task: str = "gsm8k", **task_options: Any) -> RewardFn:
         return out
 
     return reward
+
+
+# --- saliency rewards (METHOD.md §4) ----------------------------------------------------------------
+# A variant maps one `Saliency` (CoT tokens + scores) to a scalar. Scores are read on content tokens only
+# (a letter or digit): punctuation and sentence ends are attention sinks that score high under every method
+# for structural reasons, and rewarding them would reward decoration.
+
+SALIENCY_VARIANTS: dict[str, Callable[..., float]] = {}
+
+
+def register_variant(name: str):
+    def deco(fn: Callable[..., float]) -> Callable[..., float]:
+        SALIENCY_VARIANTS[name] = fn
+        return fn
+
+    return deco
+
+
+def _content_scores(sal) -> list[float]:
+    from .saliency import content_mask
+
+    keep = content_mask(sal.tokens)
+    return [s for s, k in zip(sal.scores, keep) if k] or list(sal.scores)
+
+
+@register_variant("salient_fraction")
+def salient_fraction(sal, tau: float = 0.5, **_: Any) -> float:
+    """Share of content CoT tokens with score > tau: dense reasoning in which most tokens matter."""
+    scores = _content_scores(sal)
+    return sum(s > tau for s in scores) / max(len(scores), 1)
+
+
+@register_variant("cot_reliance")
+def cot_reliance(sal, scale: float = 5.0, **_: Any) -> float:
+    """clip((log p(A|x,R) - log p(A|x, R suppressed)) / scale, 0, 1): does the answer depend on the CoT at all."""
+    suppressed = sal.extras.get("suppressed_logprob")
+    if suppressed is None:
+        raise UserError("cot_reliance needs the suppressed log-prob: use a saliency method that reports it (learned)")
+    return min(max((sal.answer_logprob - suppressed) / scale, 0.0), 1.0)
+
+
+@register_variant("concentration")
+def concentration(sal, **_: Any) -> float:
+    """1 - H(g / sum g) / log |R| over content tokens: 1 when one token carries everything, 0 when uniform."""
+    g = [max(s, 0.0) for s in _content_scores(sal)]
+    total = sum(g)
+    if len(g) < 2 or total <= 0:
+        return 0.0
+    h = -sum(p * math.log(p) for p in (x / total for x in g) if p > 0)
+    return 1.0 - h / math.log(len(g))
+
+
+PLACEHOLDER = ("Question: Ann has 2 pens and gets 3 more.", "Ann has 2 + 3 = 5 pens now.\n", "#### 5")
+
+
+class SaliencyReward:
+    """The AtManRL reward: saliency of each rollout's CoT under the *current* policy, reduced to one scalar.
+
+    A plain callable with TRL's reward contract, holding the policy it scores with: `bind(trainer)` (done by
+    `atmanrl train`) or `model=`/`tokenizer=` for standalone use. Only rollouts with a parseable answer (and,
+    with `correct_only`, a correct one) and at least `min_reasoning_tokens` CoT tokens are scored; the others
+    get 0. With several processes, every process scores the same number of traces (padding with a
+    placeholder), so collective ops inside forward passes (ZeRO-3) stay in lockstep.
+    """
+
+    def __init__(
+        self,
+        variant: str = "salient_fraction",
+        method: str = "learned",
+        steps: int | None = 30,
+        tau: float = 0.5,
+        scale: float = 5.0,
+        correct_only: bool = True,
+        min_reasoning_tokens: int = 5,
+        batch_size: int = 8,
+        method_options: dict[str, Any] | None = None,
+        model=None,
+        tokenizer=None,
+        task: str = "gsm8k",
+        **task_options: Any,
+    ):
+        from .saliency import get_method
+
+        if variant not in SALIENCY_VARIANTS:
+            raise UserError(f"unknown saliency variant {variant!r}: choose from {', '.join(SALIENCY_VARIANTS)}")
+        get_method(method)  # fail early on an unknown name
+        self.variant, self.method = variant, method
+        self.options = dict(method_options or {})
+        if steps is not None and method == "learned":
+            self.options.setdefault("steps", steps)
+        self.variant_kw = {"tau": tau, "scale": scale}
+        self.correct_only, self.min_reasoning_tokens, self.batch_size = correct_only, min_reasoning_tokens, batch_size
+        self.task = get_task(task, **task_options)
+        self.model, self.tokenizer, self.trainer = model, tokenizer, None
+        self.__name__ = "saliency"
+
+    def bind(self, trainer) -> SaliencyReward:
+        self.trainer = trainer
+        self.tokenizer = trainer.processing_class
+        return self
+
+    def _policy(self):
+        if self.trainer is None:
+            if self.model is None or self.tokenizer is None:
+                raise UserError("the saliency reward needs a policy: call bind(trainer) or pass model= and tokenizer=")
+            return self.model, 1
+        return self.trainer.accelerator.unwrap_model(self.trainer.model), self.trainer.accelerator.num_processes
+
+    def _render(self, prompt: Any) -> str:
+        from .generate import render_prompt
+
+        return prompt if isinstance(prompt, str) else render_prompt(self.tokenizer, prompt)
+
+    def traces(self, prompts, completions, gold=None, task_names=None) -> list[Any]:
+        """One `Trace` per completion, or None where the rollout is not eligible for a saliency reward."""
+        from .saliency import Trace
+
+        cache: dict[str, Task] = {}
+        out: list[Any] = []
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            t = _task_for(self.task, task_names, i, cache)
+            text = completion_text(c)
+            parsed = t.parse(text)
+            if parsed.value is None or (self.correct_only and (gold is None or not t.is_correct(parsed.value, str(gold[i])))):
+                out.append(None)
+                continue
+            reasoning, answer = parsed.split(text)
+            if len(self.tokenizer(reasoning, add_special_tokens=False)["input_ids"]) < self.min_reasoning_tokens:
+                out.append(None)
+                continue
+            a0 = parsed.answer[0]
+            target = (parsed.value_span[0] - a0, parsed.value_span[1] - a0)
+            out.append(Trace(self._render(p), reasoning, answer, target))
+        return out
+
+    def __call__(self, prompts, completions, completion_ids=None, gold=None, log_metric=None, **columns):
+        import time
+
+        import torch
+        from trl.models.utils import disable_gradient_checkpointing
+
+        from .saliency import Trace, compute_saliency
+
+        model, world = self._policy()
+        traces = self.traces(prompts, completions, gold, columns.get("task"))
+        todo = [t for t in traces if t is not None]
+        if world > 1:  # same number of traces, hence of forward passes, on every process
+            filler = todo[0] if todo else Trace(self._render([{"role": "user", "content": PLACEHOLDER[0]}]),
+                                                 PLACEHOLDER[1], PLACEHOLDER[2], (5, 6))
+            todo = todo + [filler] * (len(traces) - len(todo))
+        t0 = time.perf_counter()
+        with torch.enable_grad(), disable_gradient_checkpointing(model):
+            sals = compute_saliency(model, self.tokenizer, todo, self.method, batch_size=self.batch_size,
+                                    **self.options) if todo else []
+        seconds = time.perf_counter() - t0
+        rewards: list[float | None] = []
+        it = iter(sals)
+        fn = SALIENCY_VARIANTS[self.variant]
+        scored = []
+        for t in traces:
+            if t is None:
+                rewards.append(0.0)
+            else:
+                sal = next(it)
+                scored.append(sal)
+                rewards.append(float(fn(sal, **self.variant_kw)))
+        rewards = finite_or_zero(rewards, "saliency")
+        if log_metric is not None:
+            n = max(len(scored), 1)
+            log_metric("saliency/eligible_frac", len(scored) / max(len(traces), 1))
+            log_metric("saliency/seconds", seconds)
+            if scored:
+                stats = {
+                    "saliency/mask_mean": sum(sum(s.scores) / max(len(s.scores), 1) for s in scored) / n,
+                    "saliency/answer_logprob": sum(s.answer_logprob for s in scored) / n,
+                    "saliency/salient_fraction": sum(salient_fraction(s, **self.variant_kw) for s in scored) / n,
+                }
+                for k, v in stats.items():
+                    log_metric(k, v if math.isfinite(v) else 0.0)
+        return rewards
+
+
+register_reward("saliency")(SaliencyReward)

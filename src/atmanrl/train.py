@@ -60,6 +60,25 @@ def make_parser():
     return TrlParser((TrainScriptArguments, GRPOConfig, ModelConfig), prog="atmanrl train")
 
 
+def _check_recipe_keys(path: Path) -> None:
+    """Name unknown keys before TRL parses (and before GRPOConfig's own checks, such as bf16 on CPU)."""
+    import dataclasses
+
+    import yaml
+    from trl import GRPOConfig, ModelConfig
+
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(recipe, dict):
+        raise UserError(f"recipe {path} must be a YAML mapping of keys to values")
+    known = {f.name for t in (TrainScriptArguments, GRPOConfig, ModelConfig) for f in dataclasses.fields(t)}
+    unknown = sorted(set(recipe) - known - {"env"})
+    if unknown:
+        raise UserError(f"recipe {path}: unknown keys {', '.join(unknown)}; see `atmanrl train --help`")
+
+
 def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, Any, Any]:
     """(script args, GRPOConfig, ModelConfig) from a YAML recipe plus `--key value` overrides."""
     args = list(overrides)
@@ -67,6 +86,7 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
         path = Path(recipe)
         if not path.is_file():
             raise UserError(f"recipe {path} not found: pass a YAML file, e.g. recipes/smollm2-135m/arith_atmanrl.yaml")
+        _check_recipe_keys(path)
         args = ["--config", str(path), *args]
     parser = make_parser()
     import torch

@@ -1,0 +1,136 @@
+"""Training: recipes, a short GRPO run with the saliency reward, resume after kill, two processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atmanrl.errors import UserError
+from atmanrl.train import cli, parse_recipe
+from conftest import make_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*/*.yaml"))
+RECIPES = [r for r in RECIPES if r.parent.name != "accelerate"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_recipe_passes_dry_run(recipe, capsys):
+    assert cli([str(recipe), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "recipe keys: ok" in out and "rewards:" in out
+
+
+def test_outcome_and_atmanrl_recipes_differ_only_in_saliency():
+    for folder in {r.parent for r in RECIPES}:
+        for a in folder.glob("*_atmanrl.yaml"):
+            x = yaml.safe_load(a.read_text())
+            y = yaml.safe_load(a.with_name(a.name.replace("atmanrl", "outcome")).read_text())
+            diff = {k for k in x.keys() | y.keys() if x.get(k) != y.get(k)}
+            assert diff <= {"rewards", "reward_weights", "output_dir"} | {k for k in x if k.startswith("saliency_")}
+            assert x["rewards"] == y["rewards"] + ["saliency"]
+
+
+def test_unknown_recipe_key_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((RECIPES[0]).read_text() + "\nnot_a_key: 3\n")
+    with pytest.raises(UserError, match="unknown keys not_a_key"):
+        parse_recipe(bad, [])
+
+
+def test_unknown_reward_in_recipe(tmp_path):
+    with pytest.raises(UserError, match="correctness"):
+        cli([str(RECIPES[0]), "--dry-run", "--rewards", "correctness", "nope", "--reward_weights", "1", "1"])
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    d = tmp_path_factory.mktemp("tiny-train")
+    make_tiny_model("llama", len(tokenizer)).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+
+def tiny_recipe(tmp_path, tiny_dir, **extra) -> Path:
+    recipe = {
+        "model_name_or_path": str(tiny_dir), "task": "arith", "limit": 32, "dataset_split": "train",
+        "rewards": ["correctness", "format", "saliency"], "reward_weights": [1.0, 0.2, 0.5],
+        "saliency_steps": 2, "saliency_correct_only": False, "min_reasoning_tokens": 1,
+        "output_dir": str(tmp_path / "run"), "use_cpu": True, "bf16": False, "seed": 0, "max_steps": 2,
+        "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
+        "learning_rate": 1e-4, "gradient_checkpointing": False, "logging_steps": 1, "save_steps": 100,
+        "report_to": [], "temperature": 1.0,
+    } | extra
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _read_state(run: Path) -> dict:
+    ckpts = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return json.loads((ckpts[-1] / "trainer_state.json").read_text())
+
+
+@pytest.mark.slow
+def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, monkeypatch):
+    # Completions of a random tiny model rarely parse; a patched parser makes every rollout eligible, so the
+    # saliency reward really runs inside the GRPO step.
+    from atmanrl.data import Arith, Parsed
+
+    def parse_last_char_as_answer(self, text):
+        if len(text) < 3:
+            return Parsed((0, len(text)))
+        cut = len(text) - 1
+        return Parsed((0, cut), (cut, len(text)), "1", (cut, len(text)))
+
+    monkeypatch.setattr(Arith, "parse", parse_last_char_as_answer)
+    recipe = tiny_recipe(tmp_path, tiny_dir)
+    assert cli([str(recipe)]) == 0
+    state = _read_state(tmp_path / "run")
+    assert state["global_step"] == 2
+    logged = {k for h in state["log_history"] for k in h}
+    assert "rewards/saliency/mean" in logged
+    assert {"saliency/seconds", "saliency/eligible_frac"} <= logged
+    assert (tmp_path / "run" / "training_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tmp_path, tiny_dir):
+    recipe = tiny_recipe(tmp_path, tiny_dir, rewards=["correctness", "format"], reward_weights=[1.0, 0.2],
+                         max_steps=6, save_steps=1)
+    env = os.environ | {"ATMANRL_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "atmanrl.cli", "train", str(recipe)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = tmp_path / "run"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run / "checkpoint-2" / "trainer_state.json").exists():
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoint-2").exists(), "the run never reached step 2"
+    killed_at = _read_state(run)["global_step"]
+    assert killed_at < 6
+    out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _read_state(run)["global_step"] == 6
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate(tmp_path, tiny_dir):
+    # generation_batch_size = 2 per device x world size must be divisible by num_generations = 4: a single
+    # process would be refused at parse time, so success proves that two ranks ran. `--cpu` would need MPI;
+    # `--multi_gpu` on a machine without GPUs runs torchrun with the gloo backend.
+    recipe = tiny_recipe(tmp_path, tiny_dir, per_device_train_batch_size=2, num_generations=4)
+    env = os.environ | {"ATMANRL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "atmanrl.cli", "train", str(recipe)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _read_state(tmp_path / "run")["global_step"] == 2
