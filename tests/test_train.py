@@ -78,7 +78,8 @@ def _read_state(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, monkeypatch):
+@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
+def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, monkeypatch, peft):
     # Completions of a random tiny model rarely parse; a patched parser makes every rollout eligible, so the
     # saliency reward really runs inside the GRPO step.
     from atmanrl.data import Arith, Parsed
@@ -90,7 +91,8 @@ def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, m
         return Parsed((0, cut), (cut, len(text)), "1", (cut, len(text)))
 
     monkeypatch.setattr(Arith, "parse", parse_last_char_as_answer)
-    recipe = tiny_recipe(tmp_path, tiny_dir)
+    extra = {"use_peft": True, "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"]} if peft else {}
+    recipe = tiny_recipe(tmp_path, tiny_dir, **extra)
     assert cli([str(recipe)]) == 0
     state = _read_state(tmp_path / "run")
     assert state["global_step"] == 2
@@ -98,6 +100,8 @@ def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, m
     assert "rewards/saliency/mean" in logged
     assert {"saliency/seconds", "saliency/eligible_frac"} <= logged
     assert (tmp_path / "run" / "training_curves.png").stat().st_size > 1000
+    if peft:
+        assert (tmp_path / "run" / "adapter_config.json").exists()
 
 
 @pytest.mark.slow
