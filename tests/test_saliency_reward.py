@@ -35,8 +35,12 @@ def test_concentration_extremes():
 
 def test_cot_reliance_clips():
     fn = SALIENCY_VARIANTS["cot_reliance"]
-    assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": -6.0}), scale=5.0) == pytest.approx(1.0)
-    assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": -3.5}), scale=5.0) == pytest.approx(0.5)
+    assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": -6.0}), scale=5.0) == pytest.approx(
+        1.0
+    )
+    assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": -3.5}), scale=5.0) == pytest.approx(
+        0.5
+    )
     assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": 0.0}), scale=5.0) == 0.0
 
 
@@ -63,8 +67,12 @@ def test_reward_gates_and_restores_the_policy(policy, tokenizer):
     flags = [p.requires_grad for p in policy.parameters()]
     metrics = {}
     fn = get_reward("saliency", task="arith", steps=3, model=policy, tokenizer=tokenizer)
-    out = fn([PROMPT] * 4, [GOOD, "So 2 + 3 = 6.\n#### 6", "no answer", "5\n#### 5"], gold=["5"] * 4,
-             log_metric=lambda k, v: metrics.setdefault(k, v))
+    out = fn(
+        [PROMPT] * 4,
+        [GOOD, "So 2 + 3 = 6.\n#### 6", "no answer", "5\n#### 5"],
+        gold=["5"] * 4,
+        log_metric=lambda k, v: metrics.setdefault(k, v),
+    )
     assert out[1] == 0.0 and out[2] == 0.0  # incorrect, unparseable
     assert out[3] == 0.0  # CoT shorter than min_reasoning_tokens
     assert 0.0 <= out[0] <= 1.0
@@ -77,8 +85,9 @@ def test_reward_gates_and_restores_the_policy(policy, tokenizer):
 
 
 def test_reward_is_deterministic(policy, tokenizer):
-    fn = get_reward("saliency", task="arith", steps=3, model=policy, tokenizer=tokenizer,
-                    variant="concentration")
+    fn = get_reward(
+        "saliency", task="arith", steps=3, model=policy, tokenizer=tokenizer, variant="concentration"
+    )
     a = fn([PROMPT], [GOOD], gold=["5"])
     b = fn([PROMPT], [GOOD], gold=["5"])
     assert a == b

