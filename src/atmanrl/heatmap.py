@@ -75,7 +75,8 @@ def heatmap_html(rows: list[dict[str, Any]], title: str = "atmanrl saliency") ->
         if r.get("answer_logprob") is not None:
             meta.append(f"log p(answer) = {r['answer_logprob']:.3f}")
         for k, v in (r.get("rewards") or {}).items():
-            meta.append(f"{html.escape(k)} = {v:.3f}")
+            if v is not None:
+                meta.append(f"{html.escape(k)} = {v:.3f}")
         parts.append(f"<div class='meta'>{' · '.join(meta)}</div><div class='grid'>")
         for method, scores in r["scores"].items():
             secs = (r.get("seconds") or {}).get(method)
