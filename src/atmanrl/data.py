@@ -78,6 +78,8 @@ _LETTER_RE = re.compile(r"answer\s*(?:is)?\s*[:：]\s*\(?(?P<v>[A-Da-d])\b\)?", 
 def normalize_number(s: str) -> str | None:
     """'1,234' -> '1234', '$5' -> '5', '-3.50' -> '-3.5', '7.0' -> '7'; None when not a number."""
     t = s.replace(",", "").replace("$", "").replace(" ", "").strip()
+    if re.fullmatch(r"-?\d+", t):  # exact, however long (float() would round 20-digit integers)
+        return str(int(t))
     try:
         x = float(t)
     except ValueError:
