@@ -28,8 +28,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(TEST_ARGS)
 
+# Ratios measured in one run on the embedded model -> benchmarks/results/latest.json (--quick: ~10 min).
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q -m bench -p no:cacheprovider benchmarks $(BENCH_ARGS)
+	ATMANRL_NO_PROGRESS=1 $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,228 @@
+"""The performance benchmark suite (`make bench`, `make bench BENCH_ARGS=--quick`).
+
+Every figure is a ratio of two timings measured in this one run on the embedded model, so the numbers
+transfer across machines better than seconds do. Writes `benchmarks/results/latest.json` and the scaling
+curves `benchmarks/results/scaling.png`.
+
+    python benchmarks/run.py [--quick] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+GOALS = {
+    "p1_saliency_over_generation": ("<=", 0.3),
+    "p2_loo_over_learned": (">=", 5.0),
+    "p3_step_ratio": ("<=", 1.3),
+    "p4_cache_speedup": (">=", 5.0),
+    "mem_ratio": ("<=", 1.5),
+}
+
+
+def timed(fn, *args, **kw) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return time.perf_counter() - t0, out
+
+
+def fixed_length_traces(model, tok, n: int, cot_tokens: int, seed: int = 0):
+    """`n` traces whose CoT is exactly `cot_tokens` sampled tokens, with a well-formed answer line.
+
+    Generation is forced to the full length (min_new_tokens), so timings compare like with like.
+    """
+    from atmanrl.data import get_task
+    from atmanrl.generate import render_prompt
+    from atmanrl.saliency import Trace
+
+    task = get_task("arith")
+    examples = task.load(limit=n, seed=seed)
+    prompts = [render_prompt(tok, task.messages(e)) for e in examples]
+    torch.manual_seed(seed)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        ids = model.generate(**enc, max_new_tokens=cot_tokens, min_new_tokens=cot_tokens, do_sample=True,
+                             temperature=0.7, pad_token_id=tok.pad_token_id)
+    gen_seconds = time.perf_counter() - t0
+    texts = tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    traces = []
+    for p, text, e in zip(prompts, texts, examples):
+        answer = f"\n#### {e.gold}"
+        traces.append(Trace(p, text.replace("####", "##"), answer, (6, 6 + len(e.gold))))
+    return traces, gen_seconds
+
+
+def bench_p1(model, tok, quick: bool) -> dict:
+    from atmanrl.saliency import compute_saliency
+
+    traces, gen = fixed_length_traces(model, tok, 8, 128)
+    sal, _ = timed(compute_saliency, model, tok, traces, "learned")
+    return {"p1_saliency_over_generation": sal / gen, "p1_generation_s": gen, "p1_saliency_s": sal}
+
+
+def bench_p2(model, tok, quick: bool) -> dict:
+    import planted
+
+    cases = planted.make_cases(tok, n=6 if quick else 12, seed=0)
+    learned = planted.run(model, tok, cases, "learned")
+    loo = planted.run(model, tok, cases, "atman")
+    return {"p2_loo_over_learned": loo["s/case"] / learned["s/case"], "p2_hit1_learned": learned["hit@1"],
+            "p2_hit1_loo": loo["hit@1"], "p2_auc_learned": learned["AUC"], "p2_auc_loo": loo["AUC"],
+            "p2_learned_s_per_case": learned["s/case"], "p2_loo_s_per_case": loo["s/case"]}
+
+
+def bench_p3(quick: bool, workdir: Path) -> dict:
+    """Mean GRPO step time (TRL's own `step_time`, first step excluded) of both CPU recipes."""
+    root = HERE.parent
+    steps = 3 if quick else 5
+    times = {}
+    for kind in ("outcome", "atmanrl"):
+        out = workdir / f"p3_{kind}"
+        cmd = [sys.executable, "-m", "atmanrl.cli", "train", str(root / f"recipes/smollm2-135m/arith_{kind}.yaml"),
+               "--max_steps", str(steps), "--output_dir", str(out), "--save_steps", "1000", "--plot", "false",
+               "--report_to", "none"]
+        subprocess.run(cmd, check=True, env=os.environ | {"ATMANRL_NO_PROGRESS": "1"},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        state = json.loads(next(out.glob("checkpoint-*/trainer_state.json")).read_text())
+        st = [h["step_time"] for h in state["log_history"] if "step_time" in h][1:]
+        times[kind] = sum(st) / len(st)
+    return {"p3_step_ratio": times["atmanrl"] / times["outcome"], "p3_outcome_step_s": times["outcome"],
+            "p3_atmanrl_step_s": times["atmanrl"]}
+
+
+def bench_p4(model, tok, quick: bool) -> dict:
+    from atmanrl.saliency import compute_saliency
+
+    traces, _ = fixed_length_traces(model, tok, 4 if quick else 8, 256)
+    steps = 3 if quick else 10
+    cached, a = timed(compute_saliency, model, tok, traces, "learned", steps=steps, use_cache=True)
+    full, b = timed(compute_saliency, model, tok, traces, "learned", steps=steps, use_cache=False)
+    diff = max(abs(x - y) for sa, sb in zip(a, b) for x, y in zip(sa.scores, sb.scores))
+    return {"p4_cache_speedup": full / cached, "p4_cached_s": cached, "p4_full_s": full,
+            "p4_max_score_diff": diff}
+
+
+MEM_CHILD = r"""
+import resource, sys, json, torch
+sys.path.insert(0, {here!r})
+from atmanrl import load_model
+from run import fixed_length_traces
+model, tok = load_model()
+traces, _ = fixed_length_traces(model, tok, 8, 128)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if {what!r} == "saliency":
+    from atmanrl.saliency import compute_saliency
+    compute_saliency(model, tok, traces, "learned")
+else:
+    from atmanrl.saliency import encode
+    rows = [encode(tok, t).ids for t in traces]
+    n = max(map(len, rows))
+    ids = torch.tensor([r + [tok.pad_token_id] * (n - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
+    model.train()
+    out = model(input_ids=ids, attention_mask=mask, labels=ids)
+    out.loss.backward()
+print(json.dumps({{"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}}))
+"""
+
+
+def bench_mem() -> dict:
+    """Peak extra resident memory above the loaded model, each measured in a fresh process."""
+    peaks = {}
+    for what in ("saliency", "train"):
+        code = MEM_CHILD.format(here=str(HERE), what=what)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env=os.environ | {"ATMANRL_NO_PROGRESS": "1"})
+        peaks[what] = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] / 1024
+    return {"mem_ratio": peaks["saliency"] / max(peaks["train"], 1e-9), "mem_saliency_mb": peaks["saliency"],
+            "mem_train_mb": peaks["train"]}
+
+
+def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from atmanrl.saliency import compute_saliency
+
+    lengths = [64, 128, 256] if quick else [64, 128, 256, 512]
+    batches = [1, 4, 8] if quick else [1, 2, 4, 8, 16]
+    steps = 5
+    by_len = {}
+    for n in lengths:
+        traces, _ = fixed_length_traces(model, tok, 4, n)
+        by_len[n] = timed(compute_saliency, model, tok, traces, "learned", steps=steps)[0] / 4
+    traces, _ = fixed_length_traces(model, tok, max(batches), 128)
+    by_batch = {}
+    for b in batches:
+        by_batch[b] = timed(compute_saliency, model, tok, traces[:b], "learned", steps=steps, batch_size=b)[0] / b
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(list(by_len), list(by_len.values()), marker="o")
+    ax[0].set(xlabel="CoT tokens", ylabel=f"s per trace ({steps} mask steps)", title="time vs CoT length")
+    ax[1].plot(list(by_batch), list(by_batch.values()), marker="o")
+    ax[1].set(xlabel="batch size", ylabel="s per trace", title="time vs batch size (128-token CoT)")
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png", dpi=110)
+    return {"scaling_s_per_trace_by_cot_tokens": by_len, "scaling_s_per_trace_by_batch": by_batch,
+            "scaling_plot": str(out / "scaling.png")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes, same keys (about 10 minutes)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--only", default=None, help="comma-separated subset: p1,p2,p3,p4,mem,scaling")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "mem", "scaling"}
+
+    from atmanrl import load_model
+
+    torch.manual_seed(0)
+    model, tok = load_model()
+    results: dict = {"quick": args.quick, "machine": f"{platform.machine()} {os.cpu_count()} cores",
+                     "torch_threads": torch.get_num_threads()}
+    t0 = time.time()
+    if "p1" in only:
+        results |= bench_p1(model, tok, args.quick)
+    if "p2" in only:
+        results |= bench_p2(model, tok, args.quick)
+    if "p4" in only:
+        results |= bench_p4(model, tok, args.quick)
+    if "scaling" in only:
+        results |= bench_scaling(model, tok, args.quick, out)
+    if "mem" in only:
+        results |= bench_mem()
+    if "p3" in only:
+        results |= bench_p3(args.quick, out)
+    results["goals"] = {k: {"goal": f"{op} {v}", "met": (results[k] <= v if op == "<=" else results[k] >= v)}
+                        for k, (op, v) in GOALS.items() if k in results}
+    results["total_s"] = time.time() - t0
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    for k, g in results["goals"].items():
+        print(f"{k:32s} {results[k]:8.3f}  goal {g['goal']:7s} {'met' if g['met'] else 'NOT met'}")
+    print(f"wrote {out / 'latest.json'} in {results['total_s']:.0f}s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
