@@ -212,7 +212,14 @@ def main(argv: list[str] | None = None) -> dict:
     if "mem" in only:
         results |= bench_mem()
     if "p3" in only:
-        results |= bench_p3(args.quick, out)
+        import shutil
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="atmanrl-bench-"))
+        try:
+            results |= bench_p3(args.quick, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     results["goals"] = {k: {"goal": f"{op} {v}", "met": (results[k] <= v if op == "<=" else results[k] >= v)}
                         for k, (op, v) in GOALS.items() if k in results}
     results["total_s"] = time.time() - t0
