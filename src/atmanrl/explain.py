@@ -29,7 +29,7 @@ def parse_answer(answer: str, task: Task | None) -> Parsed:
     return p if p.value is not None else parse_letter(answer)
 
 
-def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None) -> Trace:
+def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None, max_tokens: int | None = None) -> Trace:
     """Raise `UserError` naming the field when the row cannot be scored."""
     for key in REQUIRED:
         if key not in row:
@@ -44,10 +44,35 @@ def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None) -> Trace:
         raise UserError(
             "no parseable answer in field 'answer': expected '#### <number>' or 'Answer: <letter>'"
         )
+    early = parse_answer(row["reasoning"], task)
+    if early.value is not None:
+        line = row["reasoning"][early.answer[0] :].split("\n")[0]
+        raise UserError(
+            f"field 'reasoning' already contains an answer line ({line!r}): the answer belongs in 'answer', "
+            "after the reasoning"
+        )
     messages = row.get("messages")
     if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
         messages = [{"role": "user", "content": row["prompt"]}]
-    return Trace(render_prompt(tokenizer, messages), row["reasoning"], row["answer"], parsed.value_span)
+    trace = Trace(render_prompt(tokenizer, messages), row["reasoning"], row["answer"], parsed.value_span)
+    if max_tokens is not None:
+        parts = (trace.prompt, trace.reasoning, trace.answer)
+        n = sum(len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in parts)
+        if n > max_tokens:
+            raise UserError(
+                f"the trace has {n} tokens, more than the model's maximum of {max_tokens}: "
+                "shorten 'reasoning' or 'prompt'"
+            )
+    return trace
+
+
+def max_length(model) -> int | None:
+    """The model's context length, where its config states one."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(model.config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def method_options(method: str, scope: str, steps: int | None, seed: int) -> dict[str, Any]:
@@ -109,7 +134,7 @@ def score_file(
     rows, traces = [], []
     for n, row in read_jsonl(path, errors):
         try:
-            traces.append(row_to_trace(row, tokenizer, task_obj))
+            traces.append(row_to_trace(row, tokenizer, task_obj, max_length(model)))
             rows.append(row)
         except UserError as e:
             errors.append(f"{path}:{n}: {e}")

@@ -209,8 +209,6 @@ def dry_run(script, training_args, model_args) -> list[str]:
         lines.append(f"model: local folder {name}")
     else:
         lines.append(f"model: Hugging Face id {name} (downloaded at train time unless cached)")
-    if training_args.num_generations < 2:
-        raise UserError("num_generations must be at least 2: GRPO compares completions within a group")
     return lines
 
 
