@@ -199,3 +199,19 @@ def test_offline_uncached_hub_model_names_local_path(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(UserError, match="pass a local folder"):
         load_model("some-org/some-model-that-is-not-cached")
+
+
+def test_offline_run_never_opens_a_socket(monkeypatch, tiny_dir, shared_data, tmp_path):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    out = tmp_path / "o.jsonl"
+    assert main(["generate", "--model", str(tiny_dir), "--task", "gsm8k", "--data-dir", str(shared_data / "gsm8k"),
+                 "--limit", "2", "--max-new-tokens", "4", "--output", str(out)]) == 0
+    assert main(["saliency", "--model", str(tiny_dir), "--input", str(out), "--output", str(tmp_path / "s.jsonl"),
+                 "--methods", "random"]) in (0, 2)
