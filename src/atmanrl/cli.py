@@ -222,9 +222,13 @@ def _methods_options(args: argparse.Namespace) -> tuple[tuple[str, ...], dict]:
     try:
         options = json.loads(args.saliency_config)
     except json.JSONDecodeError as e:
-        raise UserError(f"--saliency-config is not valid JSON ({e.msg}): e.g. '{{\"learned\": {{\"steps\": 10}}}}'") from e
+        raise UserError(
+            f'--saliency-config is not valid JSON ({e.msg}): e.g. \'{{"learned": {{"steps": 10}}}}\''
+        ) from e
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise UserError('--saliency-config must map method names to option objects, e.g. {"learned": {"steps": 10}}')
+        raise UserError(
+            '--saliency-config must map method names to option objects, e.g. {"learned": {"steps": 10}}'
+        )
     return methods, options
 
 
@@ -246,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mistake_mode=args.mistake_mode,
         methods=methods,
         method_options=options,
-        limit_saliency=args.saliency_limit,
+        saliency_limit=args.saliency_limit,
         planted=args.planted,
         skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()),
     )
@@ -363,9 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_args(p)
     g = p.add_argument_group("evaluation")
     g.add_argument("--report", required=True, metavar="DIR", help="output folder")
-    g.add_argument(
-        "--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)"
-    )
+    g.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument(
         "--methods",
@@ -389,9 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["force", "continue"],
         help="after corrupting a number: force the answer, or let the model continue (default: %(default)s)",
     )
-    g.add_argument(
-        "--answer-tokens", type=int, default=8, help="tokens decoded after a forced answer prefix"
-    )
+    g.add_argument("--answer-tokens", type=int, default=8, help="tokens decoded after a forced answer prefix")
     g.add_argument(
         "--planted",
         type=int,
