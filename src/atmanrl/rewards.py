@@ -267,7 +267,9 @@ class SaliencyReward:
                 continue
             a0 = parsed.answer[0]
             target = (parsed.value_span[0] - a0, parsed.value_span[1] - a0)
-            out.append(Trace(self._render(p), reasoning, answer, target))
+            # Tokens after the answer value cannot influence its log-prob; dropping them (a rambling model
+            # writes many) makes every mask step cheaper at no change in the result.
+            out.append(Trace(self._render(p), reasoning, answer[: target[1]], target))
         return out
 
     def __call__(self, prompts, completions, completion_ids=None, gold=None, log_metric=None, **columns):
