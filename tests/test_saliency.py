@@ -1,0 +1,183 @@
+"""Tests for `atmanrl.saliency`: batching, caching, the registry, the result type, and one real planted case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from atmanrl.errors import UserError
+from atmanrl.saliency import (
+    METHODS,
+    Saliency,
+    Token,
+    Trace,
+    _Batch,
+    _logprob,
+    _prefix_cache,
+    compute_saliency,
+    content_mask,
+    encode,
+    get_method,
+)
+from conftest import make_tiny_model
+
+PROMPT = (
+    "<|im_start|>user\nTom has 5 apples and eats 2. How many are left?<|im_end|>\n<|im_start|>assistant\n"
+)
+TRACES = [
+    Trace(PROMPT, "Tom starts with 5 apples. He eats 2, so 5 - 2 = 3 remain.", "\n#### 3", (6, 7)),
+    Trace("Q: 2+2?\n", "2 + 2 = 4.", "\n#### 4", (6, 7)),
+    Trace(PROMPT + " Think.", "The sky is blue. Apples are red. 5 minus 2 is 3, the answer.", "3", None),
+]
+FAST = {"learned": {"steps": 4}}
+
+
+@pytest.fixture(scope="module")
+def real_model():
+    from atmanrl.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+def test_encode_offsets_and_targets(tokenizer):
+    e = encode(tokenizer, TRACES[0])
+    assert "".join(t.text for t in e.tokens).replace(" ", "") == TRACES[0].reasoning.replace(" ", "")
+    assert all(TRACES[0].reasoning[t.start : t.end] == t.text for t in e.tokens)
+    assert tokenizer.decode([e.ids[i] for i in e.targets]) == "3"
+    assert e.answer_start == e.cot_start + len(e.tokens) and e.targets[0] > e.answer_start
+    with pytest.raises(UserError, match="covers no token"):
+        encode(tokenizer, Trace("p", "r", "\n#### 3", (50, 60)))
+
+
+def test_content_mask():
+    assert content_mask([Token(" 42", 0, 3), Token(".", 3, 4), Token(" \n", 4, 6), Token("é", 6, 7)]) == [
+        True,
+        False,
+        False,
+        True,
+    ]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_batched_equals_single(tiny_model, tokenizer, method):
+    """Different lengths and spans padded together give the per-trace result, for every method."""
+    cfg = FAST.get(method, {})
+    batched = compute_saliency(tiny_model, tokenizer, TRACES, method=method, **cfg)
+    for trace, b in zip(TRACES, batched, strict=True):
+        [single] = compute_saliency(tiny_model, tokenizer, [trace], method=method, **cfg)
+        assert len(b.scores) == len(b.tokens) == len(encode(tokenizer, trace).tokens)
+        assert all(math.isfinite(s) for s in b.scores) and b.method == method
+        assert b.answer_logprob == pytest.approx(single.answer_logprob, abs=1e-4)
+        if method != "random":  # random draws over the padded batch shape
+            assert b.scores == pytest.approx(single.scores, abs=1e-4, rel=1e-3)
+
+
+@pytest.mark.parametrize("scope", ["answer", "all"])
+def test_cached_prefix_equals_full_recompute(tiny_model, tokenizer, scope):
+    encs = [encode(tokenizer, t) for t in TRACES]
+    batch = _Batch.build(encs, scope, tokenizer.pad_token_id, "cpu")
+    prefix = _prefix_cache(tiny_model, batch)
+    torch.manual_seed(0)
+    bias = batch.spread(-torch.rand(batch.cot_valid.shape) * 3)  # the methods bias CoT columns only
+    with torch.no_grad():
+        cached = _logprob(tiny_model, batch, prefix, bias, use_cache=True)
+        full = _logprob(tiny_model, batch, prefix, bias, use_cache=False)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+    kw = dict(method="learned", steps=5, scope=scope)
+    a = compute_saliency(tiny_model, tokenizer, TRACES, **kw)
+    b = compute_saliency(tiny_model, tokenizer, TRACES, use_cache=False, **kw)
+    for x, y in zip(a, b, strict=True):
+        assert x.scores == pytest.approx(y.scores, abs=1e-4)
+
+
+def test_attention_gradient_matches_finite_difference(tokenizer):
+    """Checks the sign convention: score_i = d log p / d bias_i, so a small positive bias moves log p by eps*score."""
+    model = make_tiny_model("llama", len(tokenizer), "eager")
+    [sal] = compute_saliency(model, tokenizer, TRACES[:1], method="attention_gradient")
+    batch = _Batch.build([encode(tokenizer, TRACES[0])], "answer", tokenizer.pad_token_id, "cpu")
+    prefix = _prefix_cache(model, batch)
+    i, eps = 3, 1e-2
+    values = torch.zeros(batch.cot_valid.shape)
+    values[0, i] = eps
+    with torch.no_grad():
+        lp = _logprob(model, batch, prefix, batch.spread(values))
+    assert (lp.item() - sal.answer_logprob) / eps == pytest.approx(sal.scores[i], rel=0.05, abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["learned", "attention_gradient", "grad_x_input", "leave_one_out"])
+def test_weights_never_get_grad_and_flags_are_restored(tokenizer, method):
+    model = make_tiny_model("qwen2", len(tokenizer), "sdpa")
+    model.train()
+    model.lm_head.weight.requires_grad_(False)  # a mix of flags, as under PEFT
+    compute_saliency(model, tokenizer, TRACES[:2], method=method, **FAST.get(method, {}))
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.lm_head.weight.requires_grad and model.model.embed_tokens.weight.requires_grad
+    assert model.training and model.config._attn_implementation == "sdpa"
+
+
+def test_learned_is_deterministic_and_random_depends_on_seed(tokenizer):
+    model = make_tiny_model("gpt2", len(tokenizer), "eager")
+    a = compute_saliency(model, tokenizer, TRACES, method="learned", steps=5)
+    b = compute_saliency(model, tokenizer, TRACES, method="learned", steps=5)
+    assert [s.scores for s in a] == [s.scores for s in b]
+    r1, r2, r3 = (
+        compute_saliency(model, tokenizer, TRACES[:1], method="random", seed=s)[0].scores for s in (0, 0, 1)
+    )
+    assert r1 == r2 != r3
+
+
+def test_registry_errors_name_the_valid_choices(tiny_model, tokenizer):
+    with pytest.raises(UserError, match="leave_one_out"):
+        get_method("saliency_by_magic")
+    with pytest.raises(UserError, match="lam"):
+        compute_saliency(tiny_model, tokenizer, TRACES[:1], method="learned", lamda=0.1)
+    with pytest.raises(UserError, match="scope"):
+        compute_saliency(tiny_model, tokenizer, TRACES[:1], method="attention", scope="everything")
+    tiny_model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(UserError, match="sdpa"):
+        compute_saliency(tiny_model, tokenizer, TRACES[:1], method="attention_gradient")
+
+
+def test_save_load_round_trip_and_html_escaping(tmp_path):
+    reasoning = "<script>alert(1)</script> so 42"
+    toks = [
+        Token("<script>", 0, 8),
+        Token("alert(1)", 8, 16),
+        Token("</script>", 16, 25),
+        Token(" 42", 28, 31),
+    ]
+    sal = Saliency(toks, [0.1, -0.2, 0.0, 0.9], -1.5, "learned", {"lam": 1.0}, 0.25, reasoning)
+    sal.save(tmp_path / "s.json")
+    back = Saliency.load(tmp_path / "s.json")
+    assert back == sal and back.tokens[0].text == "<script>"
+    page = sal.show(tmp_path / "s.html")
+    assert "<script>" not in page and "&lt;script&gt;" in page and "42" in page
+    assert (tmp_path / "s.html").read_text().startswith("<!doctype html>")
+    assert sal._repr_html_() == page
+    assert [t.text for t, _ in sal.top(2)] == [" 42", "<script>"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["learned", "attention_gradient", "leave_one_out"])
+def test_planted_token_ranks_first_on_the_real_model(real_model, method):
+    """SmolLM2-135M: the answer copies 54 from the one computation among distractors; the learned mask finds it."""
+    model, tok = real_model
+    distractors = ["Sam likes the color blue.", "Sam walked 26 blocks to get there.", "It was a sunny day."]
+    relevant = "9 * 6 = 54."
+    reasoning = " ".join(distractors[:2] + [relevant] + distractors[2:])
+    prompt = tok.apply_chat_template(
+        [
+            {
+                "role": "user",
+                "content": "Sam has 9 trays with 6 cookies in each. How many cookies does Sam have?",
+            }
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    [sal] = compute_saliency(model, tok, [Trace(prompt, reasoning, "\n#### 54", (6, 8))], method=method)
+    ((top, _),) = sal.top(1)
+    lo = reasoning.index(relevant)
+    assert lo <= top.start < lo + len(relevant), sal.top(5)
