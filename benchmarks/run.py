@@ -55,10 +55,16 @@ def fixed_length_traces(model, tok, n: int, cot_tokens: int, seed: int = 0):
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     t0 = time.perf_counter()
     with torch.no_grad():
-        ids = model.generate(**enc, max_new_tokens=cot_tokens, min_new_tokens=cot_tokens, do_sample=True,
-                             temperature=0.7, pad_token_id=tok.pad_token_id)
+        ids = model.generate(
+            **enc,
+            max_new_tokens=cot_tokens,
+            min_new_tokens=cot_tokens,
+            do_sample=True,
+            temperature=0.7,
+            pad_token_id=tok.pad_token_id,
+        )
     gen_seconds = time.perf_counter() - t0
-    texts = tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     traces = []
     for p, text, e in zip(prompts, texts, examples):
         answer = f"\n#### {e.gold}"
@@ -80,9 +86,15 @@ def bench_p2(model, tok, quick: bool) -> dict:
     cases = planted.make_cases(tok, n=6 if quick else 12, seed=0)
     learned = planted.run(model, tok, cases, "learned")
     loo = planted.run(model, tok, cases, "atman")
-    return {"p2_loo_over_learned": loo["s/case"] / learned["s/case"], "p2_hit1_learned": learned["hit@1"],
-            "p2_hit1_loo": loo["hit@1"], "p2_auc_learned": learned["AUC"], "p2_auc_loo": loo["AUC"],
-            "p2_learned_s_per_case": learned["s/case"], "p2_loo_s_per_case": loo["s/case"]}
+    return {
+        "p2_loo_over_learned": loo["s/case"] / learned["s/case"],
+        "p2_hit1_learned": learned["hit@1"],
+        "p2_hit1_loo": loo["hit@1"],
+        "p2_auc_learned": learned["AUC"],
+        "p2_auc_loo": loo["AUC"],
+        "p2_learned_s_per_case": learned["s/case"],
+        "p2_loo_s_per_case": loo["s/case"],
+    }
 
 
 def bench_p3(quick: bool, workdir: Path) -> dict:
@@ -92,16 +104,38 @@ def bench_p3(quick: bool, workdir: Path) -> dict:
     times = {}
     for kind in ("outcome", "atmanrl"):
         out = workdir / f"p3_{kind}"
-        cmd = [sys.executable, "-m", "atmanrl.cli", "train", str(root / f"recipes/smollm2-135m/arith_{kind}.yaml"),
-               "--max_steps", str(steps), "--output_dir", str(out), "--save_steps", "1000", "--plot", "false",
-               "--report_to", "none"]
-        subprocess.run(cmd, check=True, env=os.environ | {"ATMANRL_NO_PROGRESS": "1"},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [
+            sys.executable,
+            "-m",
+            "atmanrl.cli",
+            "train",
+            str(root / f"recipes/smollm2-135m/arith_{kind}.yaml"),
+            "--max_steps",
+            str(steps),
+            "--output_dir",
+            str(out),
+            "--save_steps",
+            "1000",
+            "--plot",
+            "false",
+            "--report_to",
+            "none",
+        ]
+        subprocess.run(
+            cmd,
+            check=True,
+            env=os.environ | {"ATMANRL_NO_PROGRESS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         state = json.loads(next(out.glob("checkpoint-*/trainer_state.json")).read_text())
         st = [h["step_time"] for h in state["log_history"] if "step_time" in h][1:]
         times[kind] = sum(st) / len(st)
-    return {"p3_step_ratio": times["atmanrl"] / times["outcome"], "p3_outcome_step_s": times["outcome"],
-            "p3_atmanrl_step_s": times["atmanrl"]}
+    return {
+        "p3_step_ratio": times["atmanrl"] / times["outcome"],
+        "p3_outcome_step_s": times["outcome"],
+        "p3_atmanrl_step_s": times["atmanrl"],
+    }
 
 
 def bench_p4(model, tok, quick: bool) -> dict:
@@ -112,8 +146,12 @@ def bench_p4(model, tok, quick: bool) -> dict:
     cached, a = timed(compute_saliency, model, tok, traces, "learned", steps=steps, use_cache=True)
     full, b = timed(compute_saliency, model, tok, traces, "learned", steps=steps, use_cache=False)
     diff = max(abs(x - y) for sa, sb in zip(a, b) for x, y in zip(sa.scores, sb.scores))
-    return {"p4_cache_speedup": full / cached, "p4_cached_s": cached, "p4_full_s": full,
-            "p4_max_score_diff": diff}
+    return {
+        "p4_cache_speedup": full / cached,
+        "p4_cached_s": cached,
+        "p4_full_s": full,
+        "p4_max_score_diff": diff,
+    }
 
 
 MEM_CHILD = r"""
@@ -145,11 +183,19 @@ def bench_mem() -> dict:
     peaks = {}
     for what in ("saliency", "train"):
         code = MEM_CHILD.format(here=str(HERE), what=what)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             env=os.environ | {"ATMANRL_NO_PROGRESS": "1"})
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ | {"ATMANRL_NO_PROGRESS": "1"},
+        )
         peaks[what] = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] / 1024
-    return {"mem_ratio": peaks["saliency"] / max(peaks["train"], 1e-9), "mem_saliency_mb": peaks["saliency"],
-            "mem_train_mb": peaks["train"]}
+    return {
+        "mem_ratio": peaks["saliency"] / max(peaks["train"], 1e-9),
+        "mem_saliency_mb": peaks["saliency"],
+        "mem_train_mb": peaks["train"],
+    }
 
 
 def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
@@ -170,7 +216,9 @@ def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
     traces, _ = fixed_length_traces(model, tok, max(batches), 128)
     by_batch = {}
     for b in batches:
-        by_batch[b] = timed(compute_saliency, model, tok, traces[:b], "learned", steps=steps, batch_size=b)[0] / b
+        by_batch[b] = (
+            timed(compute_saliency, model, tok, traces[:b], "learned", steps=steps, batch_size=b)[0] / b
+        )
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     ax[0].plot(list(by_len), list(by_len.values()), marker="o")
     ax[0].set(xlabel="CoT tokens", ylabel=f"s per trace ({steps} mask steps)", title="time vs CoT length")
@@ -180,8 +228,11 @@ def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
         a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "scaling.png", dpi=110)
-    return {"scaling_s_per_trace_by_cot_tokens": by_len, "scaling_s_per_trace_by_batch": by_batch,
-            "scaling_plot": str(out / "scaling.png")}
+    return {
+        "scaling_s_per_trace_by_cot_tokens": by_len,
+        "scaling_s_per_trace_by_batch": by_batch,
+        "scaling_plot": str(out / "scaling.png"),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -198,8 +249,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     model, tok = load_model()
-    results: dict = {"quick": args.quick, "machine": f"{platform.machine()} {os.cpu_count()} cores",
-                     "torch_threads": torch.get_num_threads()}
+    results: dict = {
+        "quick": args.quick,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "torch_threads": torch.get_num_threads(),
+    }
     t0 = time.time()
     if "p1" in only:
         results |= bench_p1(model, tok, args.quick)
@@ -220,8 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
             results |= bench_p3(args.quick, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    results["goals"] = {k: {"goal": f"{op} {v}", "met": (results[k] <= v if op == "<=" else results[k] >= v)}
-                        for k, (op, v) in GOALS.items() if k in results}
+    results["goals"] = {
+        k: {"goal": f"{op} {v}", "met": (results[k] <= v if op == "<=" else results[k] >= v)}
+        for k, (op, v) in GOALS.items()
+        if k in results
+    }
     results["total_s"] = time.time() - t0
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

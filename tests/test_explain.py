@@ -17,8 +17,12 @@ def tiny_dir(tmp_path_factory, tokenizer):
     return d
 
 
-GOOD = {"id": "a", "prompt": "Tom has 3 apples and buys 4.", "reasoning": "Tom has 3. He buys 4, so 3 + 4 = 7.",
-        "answer": "\n#### 7"}
+GOOD = {
+    "id": "a",
+    "prompt": "Tom has 3 apples and buys 4.",
+    "reasoning": "Tom has 3. He buys 4, so 3 + 4 = 7.",
+    "answer": "\n#### 7",
+}
 
 
 def write_traces(path, rows):
@@ -34,44 +38,86 @@ def test_saliency_cli_scores_good_rows_and_skips_bad_ones(tiny_dir, tmp_path, ca
         {"id": "d", "prompt": "p", "reasoning": "so", "answer": "no number"},  # no parseable answer
         {"id": "e", "prompt": ["p"], "reasoning": "so", "answer": "#### 1"},  # wrong type
     ]
-    traces = write_traces(tmp_path / "t.jsonl", [GOOD, *bad_rows, GOOD | {"id": "f", "answer": "\nAnswer: b"}])
+    traces = write_traces(
+        tmp_path / "t.jsonl", [GOOD, *bad_rows, GOOD | {"id": "f", "answer": "\nAnswer: b"}]
+    )
     out, page = tmp_path / "s.jsonl", tmp_path / "s.html"
-    rc = main(["saliency", "--model", str(tiny_dir), "--input", str(traces), "--output", str(out),
-               "--methods", "learned,attention_gradient,random", "--steps", "2", "--html", str(page)])
+    rc = main(
+        [
+            "saliency",
+            "--model",
+            str(tiny_dir),
+            "--input",
+            str(traces),
+            "--output",
+            str(out),
+            "--methods",
+            "learned,attention_gradient,random",
+            "--steps",
+            "2",
+            "--html",
+            str(page),
+        ]
+    )
     assert rc == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "f"]
     r = rows[0]
     assert set(r["scores"]) == {"learned", "attention_gradient", "random"}
     assert all(len(s) == len(r["tokens"]) for s in r["scores"].values())
-    assert "".join(GOOD["reasoning"][t["start"] : t["end"]] for t in r["tokens"]).replace(" ", "") == \
-        GOOD["reasoning"].replace(" ", "")
+    assert "".join(GOOD["reasoning"][t["start"] : t["end"]] for t in r["tokens"]).replace(" ", "") == GOOD[
+        "reasoning"
+    ].replace(" ", "")
     assert {"salient_fraction", "concentration"} <= set(r["rewards"])
     captured = capsys.readouterr()
     assert "scored=2 skipped=5" in captured.out
-    for msg in ("malformed JSON", "missing field 'answer'", "'reasoning' is empty", "no parseable answer",
-                "'prompt' must be a string"):
+    for msg in (
+        "malformed JSON",
+        "missing field 'answer'",
+        "'reasoning' is empty",
+        "no parseable answer",
+        "'prompt' must be a string",
+    ):
         assert msg in caplog.text
     assert page.read_text().count("class='card'") == 6
 
 
 def test_saliency_cli_all_bad_is_an_error(tiny_dir, tmp_path, capsys):
     traces = write_traces(tmp_path / "t.jsonl", ["{oops"])
-    rc = main(["saliency", "--model", str(tiny_dir), "--input", str(traces), "--output", str(tmp_path / "o.jsonl")])
+    rc = main(
+        ["saliency", "--model", str(tiny_dir), "--input", str(traces), "--output", str(tmp_path / "o.jsonl")]
+    )
     assert rc == 2 and "no usable rows" in capsys.readouterr().err
 
 
 def test_unknown_method_lists_valid_ones(tiny_dir, tmp_path, capsys):
     traces = write_traces(tmp_path / "t.jsonl", [GOOD])
-    rc = main(["saliency", "--model", str(tiny_dir), "--input", str(traces), "--output", str(tmp_path / "o.jsonl"),
-               "--methods", "learned,magic"])
+    rc = main(
+        [
+            "saliency",
+            "--model",
+            str(tiny_dir),
+            "--input",
+            str(traces),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--methods",
+            "learned,magic",
+        ]
+    )
     assert rc == 2 and "attention_gradient" in capsys.readouterr().err
 
 
 def test_heatmap_escapes_model_text_and_loads_nothing_external():
     evil = "<script>alert(1)</script>"
-    row = {"id": evil, "prompt": evil, "reasoning": evil + " 3 + 4", "answer": "#### 7 " + evil,
-           "tokens": [{"text": evil, "start": 0, "end": len(evil)}], "scores": {"learned": [0.5]}}
+    row = {
+        "id": evil,
+        "prompt": evil,
+        "reasoning": evil + " 3 + 4",
+        "answer": "#### 7 " + evil,
+        "tokens": [{"text": evil, "start": 0, "end": len(evil)}],
+        "scores": {"learned": [0.5]},
+    }
     page = heatmap_html([row])
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "http://" not in page and "https://" not in page
@@ -81,10 +127,25 @@ def test_explain_end_to_end(tiny_dir, tmp_path, monkeypatch, capsys):
     # a random tiny model never writes an answer line; patch generation to return a well-formed one
     import atmanrl.generate as gen
 
-    monkeypatch.setattr(gen, "sample", lambda model, tok, prompts, cfg, n, d="": ["2 + 3 = 5.\n#### 5"] * len(prompts))
+    monkeypatch.setattr(
+        gen, "sample", lambda model, tok, prompts, cfg, n, d="": ["2 + 3 = 5.\n#### 5"] * len(prompts)
+    )
     page = tmp_path / "e.html"
-    rc = main(["explain", "--model", str(tiny_dir), "--task", "arith", "--limit", "2", "--html", str(page),
-               "--steps", "2"])
+    rc = main(
+        [
+            "explain",
+            "--model",
+            str(tiny_dir),
+            "--task",
+            "arith",
+            "--limit",
+            "2",
+            "--html",
+            str(page),
+            "--steps",
+            "2",
+        ]
+    )
     assert rc == 0
     assert "explained=2" in capsys.readouterr().out
     assert page.read_text().count("class='card'") == 4

@@ -113,3 +113,38 @@ def test_grad_mode_is_restored(policy, tokenizer):
     with torch.no_grad():
         fn([PROMPT], [GOOD], gold=["5"])
         assert not torch.is_grad_enabled()
+
+
+def test_saliency_reports_the_suppressed_logprob_for_cot_reliance(policy, tokenizer):
+    from atmanrl.generate import render_prompt
+    from atmanrl.saliency import Trace, compute_saliency
+
+    trace = Trace(
+        render_prompt(tokenizer, PROMPT), "Ann has 2 pens. She gets 3 more, so 2 + 3 = 5.", "\n#### 5", (6, 7)
+    )
+    [sal] = compute_saliency(policy, tokenizer, [trace], "attention_gradient")
+    sup = sal.extras["suppressed_logprob"]
+    assert math.isfinite(sup) and sup != pytest.approx(sal.answer_logprob, abs=1e-6)
+    value = SALIENCY_VARIANTS["cot_reliance"](sal, scale=5.0)
+    assert 0.0 <= value <= 1.0
+
+
+def test_nan_in_mask_optimisation_never_reaches_the_reward(policy, tokenizer, monkeypatch, caplog):
+    import atmanrl.saliency as saliency
+
+    real = saliency._logprob
+    calls = {"n": 0}
+
+    def poisoned(model, batch, prefix, bias=None, **kw):
+        lp = real(model, batch, prefix, bias, **kw)
+        if bias is not None and bias.requires_grad:
+            calls["n"] += 1
+            return lp * torch.tensor(float("nan"))  # the gradient becomes NaN too
+        return lp
+
+    monkeypatch.setattr(saliency, "_logprob", poisoned)
+    fn = get_reward("saliency", task="arith", steps=3, model=policy, tokenizer=tokenizer)
+    metrics = {}
+    out = fn([PROMPT], [GOOD], gold=["5"], log_metric=lambda k, v: metrics.setdefault(k, v))
+    assert calls["n"] == 3
+    assert all(math.isfinite(v) for v in out) and all(math.isfinite(v) for v in metrics.values())

@@ -160,18 +160,31 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     if args.html:
         check_writable(args.html)
     model, tok = model_from_args(args)
-    rows, errors = score_file(model, tok, args.input, methods, task=args.task, scope=args.scope, steps=args.steps,
-                              seed=args.seed, batch_size=args.batch_size)
+    rows, errors = score_file(
+        model,
+        tok,
+        args.input,
+        methods,
+        task=args.task,
+        scope=args.scope,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
     if not rows:
-        raise UserError(f"no usable rows in {args.input} ({len(errors)} skipped): each line needs "
-                        "id, prompt, reasoning and answer")
+        raise UserError(
+            f"no usable rows in {args.input} ({len(errors)} skipped): each line needs "
+            "id, prompt, reasoning and answer"
+        )
     keep = ("id", "tokens", "scores", "answer_logprob", "seconds", "rewards")
     write_jsonl(args.output, [{k: r[k] for k in keep if k in r} for r in rows])
     if args.html:
         write_heatmap(args.html, rows)
     secs = ", ".join(f"{m} {sum(r['seconds'][m] for r in rows) / len(rows):.2f}s" for m in methods)
-    print(f"scored={len(rows)} skipped={len(errors)} methods={','.join(methods)} seconds/trace: {secs} "
-          f"output={args.output}" + (f" html={args.html}" if args.html else ""))
+    print(
+        f"scored={len(rows)} skipped={len(errors)} methods={','.join(methods)} seconds/trace: {secs} "
+        f"output={args.output}" + (f" html={args.html}" if args.html else "")
+    )
     return 0
 
 
@@ -188,24 +201,35 @@ def cmd_explain(args: argparse.Namespace) -> int:
     gens = generate_task(model, tok, task, examples, SamplingConfig(seed=args.seed))
     usable = [g for g in gens if g["pred"] is not None and g["reasoning"].strip()]
     if not usable:
-        raise UserError(f"none of the {len(gens)} completions has a parseable answer and a CoT: try more --limit")
+        raise UserError(
+            f"none of the {len(gens)} completions has a parseable answer and a CoT: try more --limit"
+        )
     traces = [row_to_trace(g, tok, task) for g in usable]
     scored = score_traces(model, tok, traces, methods, scope=args.scope, steps=args.steps, seed=args.seed)
     rows = [g | s for g, s in zip(usable, scored)]
     write_heatmap(args.html, rows, title=f"atmanrl explain: {args.model} on {task.name}")
     if args.output:
         write_jsonl(args.output, rows)
-    print(f"task={task.name} n={len(gens)} accuracy={accuracy(gens):.3f} explained={len(rows)} html={args.html}")
+    print(
+        f"task={task.name} n={len(gens)} accuracy={accuracy(gens):.3f} explained={len(rows)} html={args.html}"
+    )
     return 0
 
 
 def add_saliency_args(p: argparse.ArgumentParser, default_methods: str) -> None:
     g = p.add_argument_group("saliency")
-    g.add_argument("--methods", default=default_methods,
-                   help="comma-separated: learned, atman, leave_one_out, attention_gradient, grad_x_input, "
-                        "attention, random (default: %(default)s)")
-    g.add_argument("--scope", default="answer", choices=["answer", "all"],
-                   help="query rows that see the mask: the answer's (default) or every row after the token")
+    g.add_argument(
+        "--methods",
+        default=default_methods,
+        help="comma-separated: learned, atman, leave_one_out, attention_gradient, grad_x_input, "
+        "attention, random (default: %(default)s)",
+    )
+    g.add_argument(
+        "--scope",
+        default="answer",
+        choices=["answer", "all"],
+        help="query rows that see the mask: the answer's (default) or every row after the token",
+    )
     g.add_argument("--steps", type=int, default=None, help="mask optimisation steps for `learned`")
 
 
@@ -330,14 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("saliency", help="score the CoT tokens of a traces file with saliency methods",
-                       description="Read JSONL traces {id, prompt, reasoning, answer} (the completion is "
-                                   "reasoning + answer; the prompt is the user message, or `messages` if the "
-                                   "row has them, rendered with the model's chat template), score every CoT "
-                                   "token with each method, and write {id, tokens, scores, answer_logprob, "
-                                   "seconds, rewards} per line. Bad rows are skipped with a message.")
+    p = sub.add_parser(
+        "saliency",
+        help="score the CoT tokens of a traces file with saliency methods",
+        description="Read JSONL traces {id, prompt, reasoning, answer} (the completion is "
+        "reasoning + answer; the prompt is the user message, or `messages` if the "
+        "row has them, rendered with the model's chat template), score every CoT "
+        "token with each method, and write {id, tokens, scores, answer_logprob, "
+        "seconds, rewards} per line. Bad rows are skipped with a message.",
+    )
     add_model_args(p)
-    p.add_argument("--input", "-i", required=True, help="traces JSONL (e.g. the output of `atmanrl generate`)")
+    p.add_argument(
+        "--input", "-i", required=True, help="traces JSONL (e.g. the output of `atmanrl generate`)"
+    )
     p.add_argument("--output", "-o", required=True, help="scores JSONL")
     p.add_argument("--html", default=None, help="also write a self-contained heatmap HTML")
     p.add_argument("--task", default=None, help="answer parser to use (default: `#### N`, then `Answer: X`)")
@@ -346,9 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_saliency_args(p, "learned,attention_gradient,random")
     p.set_defaults(func=cmd_saliency)
 
-    p = sub.add_parser("explain", help="generate, score saliency, and write a heatmap",
-                       description="Generate completions for a task, score their CoT tokens, and write the "
-                                   "heatmap HTML (and optionally the rows as JSONL).")
+    p = sub.add_parser(
+        "explain",
+        help="generate, score saliency, and write a heatmap",
+        description="Generate completions for a task, score their CoT tokens, and write the "
+        "heatmap HTML (and optionally the rows as JSONL).",
+    )
     add_model_args(p)
     add_task_args(p)
     p.add_argument("--html", default="explain.html", help="heatmap file (default: %(default)s)")
@@ -412,8 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("train", add_help=False, help="GRPO training with AtManRL rewards (see `atmanrl train --help`)",
-                       description="atmanrl train RECIPE.yaml [--key value ...]")
+    p = sub.add_parser(
+        "train",
+        add_help=False,
+        help="GRPO training with AtManRL rewards (see `atmanrl train --help`)",
+        description="atmanrl train RECIPE.yaml [--key value ...]",
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)
     return parser

@@ -153,7 +153,7 @@ def salient_fraction(sal, tau: float = 0.5, **_: Any) -> float:
 @register_variant("cot_reliance")
 def cot_reliance(sal, scale: float = 5.0, **_: Any) -> float:
     """clip((log p(A|x,R) - log p(A|x, R suppressed)) / scale, 0, 1): does the answer depend on the CoT at all."""
-    suppressed = getattr(sal, "extras", {}).get("suppressed_logprob")
+    suppressed = sal.extras.get("suppressed_logprob")
     if suppressed is None:
         raise UserError(
             "cot_reliance needs the suppressed log-prob: use a saliency method that reports it (learned)"
@@ -189,7 +189,7 @@ class SaliencyReward:
         self,
         variant: str = "salient_fraction",
         method: str = "learned",
-        steps: int | None = 30,
+        steps: int | None = None,
         tau: float = 0.5,
         scale: float = 5.0,
         correct_only: bool = True,

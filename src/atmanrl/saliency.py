@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .attention import check_backend, manipulate
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- inputs and outputs
 
@@ -68,6 +71,8 @@ class Saliency:
     config: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # wall time per trace (a batch's time divided by its size)
     reasoning: str = ""
+    # suppressed_logprob: log p(target) with every CoT token removed from attention (the cot_reliance baseline)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,7 +84,9 @@ class Saliency:
         return cls(**{**d, "tokens": [Token(*t) for t in d["tokens"]]})
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        from .io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> Saliency:
@@ -421,7 +428,8 @@ class Learned(SaliencyMethod):
                 reg = ((g if sign > 0 else 1 - g) * valid).sum(-1) / n_valid
                 loss = (-sign * lp + self.lam * reg).sum()  # summed: traces in a batch never interact
                 (grad,) = torch.autograd.grad(loss, param)
-            param.grad = grad
+            # A non-finite step (a trace whose answer log-prob overflows) must not poison the whole batch.
+            param.grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
             opt.step()
         with torch.no_grad():
             s = torch.sigmoid(param) if gate else param - start
@@ -610,7 +618,16 @@ def compute_saliency(
             with torch.no_grad():
                 prefix = _prefix_cache(model, batch) if m.use_cache else None
                 base_lp = _logprob(model, batch, prefix, None, use_cache=m.use_cache)
+                removed = torch.full(batch.cot_valid.shape, torch.finfo(model.dtype).min, device=device)
+                empty_lp = _logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
             scores = m.scores(model, batch, prefix, base_lp).detach().float().cpu()
+            if not torch.isfinite(scores).all():
+                log.warning(
+                    "saliency %s: %d non-finite scores replaced by 0",
+                    method,
+                    int((~torch.isfinite(scores)).sum()),
+                )
+                scores = torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
             seconds = (time.perf_counter() - t0) / len(encs)
             for b, (e, t) in enumerate(zip(encs, traces[lo : lo + batch_size], strict=True)):
                 results.append(
@@ -622,6 +639,7 @@ def compute_saliency(
                         asdict(m),
                         seconds,
                         t.reasoning,
+                        {"suppressed_logprob": float(empty_lp[b])},
                     )
                 )
     return results

@@ -41,7 +41,7 @@ class TrainScriptArguments:
         default="salient_fraction", metadata={"help": "salient_fraction, cot_reliance or concentration"}
     )
     saliency_method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
-    saliency_steps: int = field(default=30, metadata={"help": "mask optimisation steps per rollout batch"})
+    saliency_steps: int = field(default=15, metadata={"help": "mask optimisation steps per rollout batch"})
     saliency_options: str | None = field(
         default=None,
         metadata={
