@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaC
 
 from atmanrl.models import materialize_embedded, prepare_tokenizer
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The read-only data beside the checkout (../shared/data), or wherever ATMANRL_SHARED_DATA points.
+SHARED_DATA = Path(os.environ.get("ATMANRL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 ARCHS = ("llama", "qwen2", "gpt2")
 
 
