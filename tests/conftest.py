@@ -12,7 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaC
 from atmanrl.models import materialize_embedded, prepare_tokenizer
 
 # The read-only data beside the checkout (../shared/data), or wherever ATMANRL_SHARED_DATA points.
-SHARED_DATA = Path(os.environ.get("ATMANRL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA = Path(
+    os.environ.get("ATMANRL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 ARCHS = ("llama", "qwen2", "gpt2")
 
 
@@ -71,3 +73,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} is missing: tests read GSM8K/MMLU from ../shared/data")
     return SHARED_DATA
+
+
+def _saved_tiny(tmp_path_factory, tokenizer, arch: str) -> Path:
+    d = tmp_path_factory.mktemp(f"tiny-{arch}")
+    make_tiny_model(arch, len(tokenizer)).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny random Llama with the embedded tokenizer, saved as a local model folder (for the CLI)."""
+    return _saved_tiny(tmp_path_factory, tokenizer, "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory, tokenizer) -> Path:
+    return _saved_tiny(tmp_path_factory, tokenizer, "qwen2")

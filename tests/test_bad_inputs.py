@@ -21,14 +21,6 @@ GOOD = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("tiny-bad")
-    make_tiny_model("llama", len(tokenizer)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
 # --- saliency input rows: the bad row is skipped with its message, the good rows around it are scored ---
 
 BAD_ROWS = {

@@ -2,18 +2,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from atmanrl.cli import main
-from conftest import make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("tiny-llama")
-    make_tiny_model("llama", len(tokenizer)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
 
 
 def test_generate_writes_rows_and_accuracy(tiny_dir, tmp_path, capsys):

@@ -64,14 +64,6 @@ def tiny(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("tiny-llama-eval")
-    make_tiny_model("llama", len(tokenizer)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def evaluated(tiny, tokenizer):
     """evaluate() on hand-written, parseable arith completions; one carries a <script> tag."""
     task = get_task("arith")

@@ -2,20 +2,8 @@
 
 import json
 
-import pytest
-
 from atmanrl.cli import main
 from atmanrl.heatmap import heatmap_html
-from conftest import make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("tiny-qwen")
-    make_tiny_model("qwen2", len(tokenizer)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
 
 GOOD = {
     "id": "a",
@@ -30,7 +18,7 @@ def write_traces(path, rows):
     return path
 
 
-def test_saliency_cli_scores_good_rows_and_skips_bad_ones(tiny_dir, tmp_path, capsys, caplog):
+def test_saliency_cli_scores_good_rows_and_skips_bad_ones(tiny_qwen_dir, tmp_path, capsys, caplog):
     bad_rows = [
         "{not json",
         {"id": "b", "prompt": "p", "reasoning": "r"},  # missing answer
@@ -46,7 +34,7 @@ def test_saliency_cli_scores_good_rows_and_skips_bad_ones(tiny_dir, tmp_path, ca
         [
             "saliency",
             "--model",
-            str(tiny_dir),
+            str(tiny_qwen_dir),
             "--input",
             str(traces),
             "--output",
@@ -82,21 +70,29 @@ def test_saliency_cli_scores_good_rows_and_skips_bad_ones(tiny_dir, tmp_path, ca
     assert page.read_text().count("class='card'") == 6
 
 
-def test_saliency_cli_all_bad_is_an_error(tiny_dir, tmp_path, capsys):
+def test_saliency_cli_all_bad_is_an_error(tiny_qwen_dir, tmp_path, capsys):
     traces = write_traces(tmp_path / "t.jsonl", ["{oops"])
     rc = main(
-        ["saliency", "--model", str(tiny_dir), "--input", str(traces), "--output", str(tmp_path / "o.jsonl")]
+        [
+            "saliency",
+            "--model",
+            str(tiny_qwen_dir),
+            "--input",
+            str(traces),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ]
     )
     assert rc == 2 and "no usable rows" in capsys.readouterr().err
 
 
-def test_unknown_method_lists_valid_ones(tiny_dir, tmp_path, capsys):
+def test_unknown_method_lists_valid_ones(tiny_qwen_dir, tmp_path, capsys):
     traces = write_traces(tmp_path / "t.jsonl", [GOOD])
     rc = main(
         [
             "saliency",
             "--model",
-            str(tiny_dir),
+            str(tiny_qwen_dir),
             "--input",
             str(traces),
             "--output",
@@ -123,7 +119,7 @@ def test_heatmap_escapes_model_text_and_loads_nothing_external():
     assert "http://" not in page and "https://" not in page
 
 
-def test_explain_end_to_end(tiny_dir, tmp_path, monkeypatch, capsys):
+def test_explain_end_to_end(tiny_qwen_dir, tmp_path, monkeypatch, capsys):
     # a random tiny model never writes an answer line; patch generation to return a well-formed one
     import atmanrl.generate as gen
 
@@ -135,7 +131,7 @@ def test_explain_end_to_end(tiny_dir, tmp_path, monkeypatch, capsys):
         [
             "explain",
             "--model",
-            str(tiny_dir),
+            str(tiny_qwen_dir),
             "--task",
             "arith",
             "--limit",

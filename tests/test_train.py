@@ -13,7 +13,6 @@ import yaml
 
 from atmanrl.errors import UserError
 from atmanrl.train import cli, parse_recipe
-from conftest import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*/*.yaml"))
@@ -49,14 +48,6 @@ def test_unknown_recipe_key_is_named(tmp_path):
 def test_unknown_reward_in_recipe(tmp_path):
     with pytest.raises(UserError, match="correctness"):
         cli([str(RECIPES[0]), "--dry-run", "--rewards", "correctness", "nope", "--reward_weights", "1", "1"])
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("tiny-train")
-    make_tiny_model("llama", len(tokenizer)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
 
 
 def tiny_recipe(tmp_path, tiny_dir, **extra) -> Path:
