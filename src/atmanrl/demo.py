@@ -53,21 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    seed, limit = str(args.seed), str(args.limit)
+    seed = str(args.seed)
+    task = ["--task", "arith", "--seed", seed]  # the same problems, seed and model everywhere
     t0 = time.time()
 
+    # fmt: off  (one command per call reads better than one argument per line)
     run(
         "1/5 Generate chains of thought on arith level 1 (synthetic, no download)",
         [
             "generate",
             "--model",
             args.model,
-            "--task",
-            "arith",
+            *task,
             "--limit",
-            limit,
-            "--seed",
-            seed,
+            str(args.limit),
             "--output",
             str(out / "generations.jsonl"),
         ],
@@ -78,12 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             "explain",
             "--model",
             args.model,
-            "--task",
-            "arith",
+            *task,
             "--limit",
             "4",
-            "--seed",
-            seed,
             "--methods",
             "learned,attention_gradient",
             "--html",
@@ -91,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
 
-    runs = {}
-    for kind in ("outcome", "atmanrl"):
-        runs[kind] = out / "runs" / kind
+    runs = {kind: out / "runs" / kind for kind in ("outcome", "atmanrl")}
+    for kind, folder in runs.items():
+        what = "outcome rewards only" if kind == "outcome" else "AtManRL: outcome + saliency"
         run(
-            f"3/5 GRPO, {'outcome rewards only' if kind == 'outcome' else 'AtManRL: outcome + saliency'}"
-            f" ({args.steps} steps, seed {seed})",
+            f"3/5 GRPO, {what} ({args.steps} steps, seed {seed})",
             [
                 "train",
                 str(Path(args.recipes) / f"arith_{kind}.yaml"),
@@ -107,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--seed",
                 seed,
                 "--output_dir",
-                str(runs[kind]),
+                str(folder),
                 "--save_steps",
                 str(max(args.steps, 1)),
             ],
@@ -121,12 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                 "eval",
                 "--model",
                 model,
-                "--task",
-                "arith",
+                *task,
                 "--limit",
-                limit,
-                "--seed",
-                seed,
+                str(args.limit),
                 "--report",
                 str(out / "eval" / name),
             ],
@@ -142,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             str(out / "compare"),
         ],
     )
+    # fmt: on
 
     console.rule("[bold green]demo finished")
     console.print(f"in {time.time() - t0:.0f}s; open these:")
@@ -149,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"  curves:   {runs['atmanrl'] / 'training_curves.png'}")
     console.print(f"  report:   {out / 'compare' / 'compare.html'}")
     return 0
+
+
+# fmt: on
 
 
 if __name__ == "__main__":
