@@ -53,20 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    seed = str(args.seed)
-    task = ["--task", "arith", "--seed", seed]  # the same problems, seed and model everywhere
+    seed, limit = str(args.seed), str(args.limit)
     t0 = time.time()
 
-    # fmt: off  (one command per call reads better than one argument per line)
     run(
         "1/5 Generate chains of thought on arith level 1 (synthetic, no download)",
         [
             "generate",
             "--model",
             args.model,
-            *task,
+            "--task",
+            "arith",
             "--limit",
-            str(args.limit),
+            limit,
+            "--seed",
+            seed,
             "--output",
             str(out / "generations.jsonl"),
         ],
@@ -77,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             "explain",
             "--model",
             args.model,
-            *task,
+            "--task",
+            "arith",
             "--limit",
             "4",
+            "--seed",
+            seed,
             "--methods",
             "learned,attention_gradient",
             "--html",
@@ -87,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
 
-    runs = {kind: out / "runs" / kind for kind in ("outcome", "atmanrl")}
-    for kind, folder in runs.items():
-        what = "outcome rewards only" if kind == "outcome" else "AtManRL: outcome + saliency"
+    runs = {}
+    for kind in ("outcome", "atmanrl"):
+        runs[kind] = out / "runs" / kind
         run(
-            f"3/5 GRPO, {what} ({args.steps} steps, seed {seed})",
+            f"3/5 GRPO, {'outcome rewards only' if kind == 'outcome' else 'AtManRL: outcome + saliency'}"
+            f" ({args.steps} steps, seed {seed})",
             [
                 "train",
                 str(Path(args.recipes) / f"arith_{kind}.yaml"),
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--seed",
                 seed,
                 "--output_dir",
-                str(folder),
+                str(runs[kind]),
                 "--save_steps",
                 str(max(args.steps, 1)),
             ],
@@ -116,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                 "eval",
                 "--model",
                 model,
-                *task,
+                "--task",
+                "arith",
                 "--limit",
-                str(args.limit),
+                limit,
+                "--seed",
+                seed,
                 "--report",
                 str(out / "eval" / name),
             ],
@@ -134,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             str(out / "compare"),
         ],
     )
-    # fmt: on
 
     console.rule("[bold green]demo finished")
     console.print(f"in {time.time() - t0:.0f}s; open these:")
@@ -142,9 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"  curves:   {runs['atmanrl'] / 'training_curves.png'}")
     console.print(f"  report:   {out / 'compare' / 'compare.html'}")
     return 0
-
-
-# fmt: on
 
 
 if __name__ == "__main__":
