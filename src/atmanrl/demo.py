@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=8, help="GRPO steps of each training run")
-    p.add_argument("--limit", type=int, default=8, help="problems for generation and for each evaluation")
+    p.add_argument("--limit", type=int, default=6, help="problems for generation and for each evaluation")
     p.add_argument(
         "--recipes",
         default=str(ROOT / "recipes" / "smollm2-135m"),
