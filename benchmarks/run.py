@@ -87,13 +87,13 @@ def bench_p2(model, tok, quick: bool) -> dict:
     learned = planted.run(model, tok, cases, "learned")
     loo = planted.run(model, tok, cases, "atman")
     return {
-        "p2_loo_over_learned": loo["s/case"] / learned["s/case"],
-        "p2_hit1_learned": learned["hit@1"],
-        "p2_hit1_loo": loo["hit@1"],
-        "p2_auc_learned": learned["AUC"],
-        "p2_auc_loo": loo["AUC"],
-        "p2_learned_s_per_case": learned["s/case"],
-        "p2_loo_s_per_case": loo["s/case"],
+        "p2_loo_over_learned": loo["s_per_case"] / learned["s_per_case"],
+        "p2_hit1_learned": learned["hit1"],
+        "p2_hit1_loo": loo["hit1"],
+        "p2_auc_learned": learned["auc"],
+        "p2_auc_loo": loo["auc"],
+        "p2_learned_s_per_case": learned["s_per_case"],
+        "p2_loo_s_per_case": loo["s_per_case"],
     }
 
 
