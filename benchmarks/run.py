@@ -155,42 +155,48 @@ def bench_p4(model, tok, quick: bool) -> dict:
 
 
 MEM_CHILD = r"""
-import resource, sys, json, torch
-sys.path.insert(0, {here!r})
+import json, resource, sys, torch
 from atmanrl import load_model
-from run import fixed_length_traces
+from atmanrl.saliency import Trace, compute_saliency, encode
 model, tok = load_model()
-traces, _ = fixed_length_traces(model, tok, 8, 128)
+traces = [Trace(**t) for t in json.load(open({traces!r}))]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if {what!r} == "saliency":
-    from atmanrl.saliency import compute_saliency
     compute_saliency(model, tok, traces, "learned")
 else:
-    from atmanrl.saliency import encode
     rows = [encode(tok, t).ids for t in traces]
     n = max(map(len, rows))
     ids = torch.tensor([r + [tok.pad_token_id] * (n - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
     model.train()
-    out = model(input_ids=ids, attention_mask=mask, labels=ids)
-    out.loss.backward()
+    model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
 print(json.dumps({{"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}}))
 """
 
 
-def bench_mem() -> dict:
-    """Peak extra resident memory above the loaded model, each measured in a fresh process."""
+def bench_mem(model, tok) -> dict:
+    """Peak resident memory above the loaded model, saliency vs one training forward+backward on the same
+    batch (8 traces, 128-token CoTs), each in a fresh process so that neither sees the other's peak."""
+    import dataclasses
+    import tempfile
+
+    traces, _ = fixed_length_traces(model, tok, 8, 128)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump([dataclasses.asdict(t) for t in traces], f)
     peaks = {}
-    for what in ("saliency", "train"):
-        code = MEM_CHILD.format(here=str(HERE), what=what)
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=os.environ | {"ATMANRL_NO_PROGRESS": "1"},
-        )
-        peaks[what] = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] / 1024
+    try:
+        for what in ("saliency", "train"):
+            code = MEM_CHILD.format(traces=f.name, what=what)
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=os.environ | {"ATMANRL_NO_PROGRESS": "1"},
+            )
+            peaks[what] = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] / 1024
+    finally:
+        os.unlink(f.name)
     return {
         "mem_ratio": peaks["saliency"] / max(peaks["train"], 1e-9),
         "mem_saliency_mb": peaks["saliency"],
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "scaling" in only:
         results |= bench_scaling(model, tok, args.quick, out)
     if "mem" in only:
-        results |= bench_mem()
+        results |= bench_mem(model, tok)
     if "p3" in only:
         import shutil
         import tempfile
@@ -274,6 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
             results |= bench_p3(args.quick, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    latest = out / "latest.json"
+    if args.only and latest.exists():  # a partial run updates the keys it measured
+        results = json.loads(latest.read_text()) | results
     results["goals"] = {
         k: {"goal": f"{op} {v}", "met": (results[k] <= v if op == "<=" else results[k] >= v)}
         for k, (op, v) in GOALS.items()
