@@ -1,20 +1,42 @@
-"""Final accuracy, salient fraction (recipe definition) and mean CoT length of a model on arith test."""
-import json, sys, statistics as st
+"""Held-out summary of a trained model on arith level 1: accuracy, mean CoT length, and the salient
+fraction as the CPU AtManRL recipe defines it (learned mask at its defaults, content tokens, tau 0.1,
+correct answers with at least 5 CoT tokens). Prints one JSON line.
+
+    python benchmarks/train_summary.py runs/smollm2-135m/arith_atmanrl 50
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
 from atmanrl import load_model
 from atmanrl.data import get_task
-from atmanrl.generate import SamplingConfig, generate_task, accuracy
 from atmanrl.explain import row_to_trace
-from atmanrl.saliency import compute_saliency
+from atmanrl.generate import SamplingConfig, accuracy, generate_task
 from atmanrl.rewards import salient_fraction
-model_path, n = sys.argv[1], int(sys.argv[2])
-m, t = load_model(model_path)
-task = get_task("arith", level=1)
-ex = task.load(split="test", limit=n, seed=0)
-rows = generate_task(m, t, task, ex, SamplingConfig(seed=0, batch_size=16))
-cot = [len(t(r["reasoning"], add_special_tokens=False)["input_ids"]) for r in rows]
-ok = [r for r in rows if r["correct"] and len(t(r["reasoning"], add_special_tokens=False)["input_ids"]) >= 5]
-sals = compute_saliency(m, t, [row_to_trace(r, t, task) for r in ok], "learned") if ok else []
-sf = [salient_fraction(s, tau=0.1) for s in sals]
-print(json.dumps({"model": model_path, "n": n, "accuracy": accuracy(rows), "mean_cot_tokens": st.mean(cot),
-                  "salient_fraction_tau0.1": st.mean(sf) if sf else None, "scored": len(sals),
-                  "salient_fraction_tau0.5": st.mean(salient_fraction(s, tau=0.5) for s in sals) if sals else None}))
+from atmanrl.saliency import compute_saliency
+
+
+def main(model_path: str, n: int, tau: float = 0.1) -> dict:
+    model, tok = load_model(model_path)
+    task = get_task("arith", level=1)
+    rows = generate_task(model, tok, task, task.load(split="test", limit=n, seed=0), SamplingConfig(seed=0))
+    cot = [len(tok(r["reasoning"], add_special_tokens=False)["input_ids"]) for r in rows]
+    ok = [r for r, c in zip(rows, cot) if r["correct"] and c >= 5]
+    sals = compute_saliency(model, tok, [row_to_trace(r, tok, task) for r in ok], "learned") if ok else []
+    return {
+        "model": model_path,
+        "n": n,
+        "accuracy": accuracy(rows),
+        "mean_cot_tokens": statistics.mean(cot),
+        f"salient_fraction_tau{tau}": statistics.mean(salient_fraction(s, tau=tau) for s in sals)
+        if sals
+        else None,
+        "scored": len(sals),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))
