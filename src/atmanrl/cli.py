@@ -67,14 +67,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def task_from_args(args: argparse.Namespace):
-    from .data import get_task
+    from .data import get_task, task_options
 
-    options: dict = {"fewshot": not args.no_fewshot}
-    if args.task == "arith":
-        options["level"] = args.level
-    if args.task == "mmlu":
-        options["subjects"] = args.subjects
-    return get_task(args.task, **options)
+    opts = task_options(args.task, level=args.level, subjects=args.subjects, fewshot=not args.no_fewshot)
+    return get_task(args.task, **opts)
 
 
 def load_examples(args: argparse.Namespace):

@@ -148,6 +148,18 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+def task_options(
+    name: str, *, level: int = 1, subjects: str | None = None, fewshot: bool = True
+) -> dict[str, Any]:
+    """The options task `name` takes, picked from the union the CLI and recipes expose."""
+    options: dict[str, Any] = {"fewshot": fewshot}
+    if name == "arith":
+        options["level"] = level
+    if name == "mmlu":
+        options["subjects"] = subjects
+    return options
+
+
 def get_task(name: str, **options: Any) -> Task:
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}: choose one of {', '.join(sorted(TASKS))}")

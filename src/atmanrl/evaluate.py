@@ -388,14 +388,10 @@ class _Evaluation:
 
 
 def trace_of(row: dict[str, Any], prompt: str) -> Trace:
-    """A parsed generation row as a saliency `Trace`; the target is the answer value inside the answer segment.
-
-    The answer segment is cut after the value: later text cannot change log p(value) (causal attention), and
-    small models often ramble on for a hundred tokens that every saliency forward would otherwise run over.
-    """
-    a0 = len(row["reasoning"])  # Parsed.split: reasoning + answer == completion
-    lo, hi = row["value_span"]
-    return Trace(prompt, row["reasoning"], row["answer"][: hi - a0], (lo - a0, hi - a0))
+    """A parsed generation row as a saliency `Trace`; the target is the answer value inside the answer segment."""
+    return Trace.from_completion(
+        prompt, row["reasoning"] + row["answer"], len(row["reasoning"]), row["value_span"]
+    )
 
 
 def removal_masks(scores: list[float], tokens, ks: tuple[int, ...] | list[int]) -> tuple[list, list]:

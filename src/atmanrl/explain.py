@@ -54,9 +54,11 @@ def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None, max_tokens: 
     messages = row.get("messages")
     if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
         messages = [{"role": "user", "content": row["prompt"]}]
-    # Tokens after the answer value cannot change its log-prob: leave them out of the computation.
-    answer = row["answer"][: parsed.value_span[1]]
-    trace = Trace(render_prompt(tokenizer, messages), row["reasoning"], answer, parsed.value_span)
+    r = len(row["reasoning"])
+    span = (parsed.value_span[0] + r, parsed.value_span[1] + r)
+    trace = Trace.from_completion(
+        render_prompt(tokenizer, messages), row["reasoning"] + row["answer"], r, span
+    )
     if max_tokens is not None:
         parts = (trace.prompt, trace.reasoning, trace.answer)
         n = sum(len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in parts)

@@ -258,18 +258,14 @@ class SaliencyReward:
             ):
                 out.append(None)
                 continue
-            reasoning, answer = parsed.split(text)
+            reasoning, _ = parsed.split(text)
             if (
                 len(self.tokenizer(reasoning, add_special_tokens=False)["input_ids"])
                 < self.min_reasoning_tokens
             ):
                 out.append(None)
                 continue
-            a0 = parsed.answer[0]
-            target = (parsed.value_span[0] - a0, parsed.value_span[1] - a0)
-            # Tokens after the answer value cannot influence its log-prob; dropping them (a rambling model
-            # writes many) makes every mask step cheaper at no change in the result.
-            out.append(Trace(self._render(p), reasoning, answer[: target[1]], target))
+            out.append(Trace.from_completion(self._render(p), text, parsed.answer[0], parsed.value_span))
         return out
 
     def __call__(self, prompts, completions, completion_ids=None, gold=None, log_metric=None, **columns):

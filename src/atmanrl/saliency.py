@@ -47,6 +47,23 @@ class Trace:
     answer: str
     target: tuple[int, int] | None = None  # None: the whole answer segment
 
+    @classmethod
+    def from_completion(
+        cls, prompt: str, completion: str, answer_start: int, value_span: tuple[int, int]
+    ) -> Trace:
+        """Split a completion at its answer segment; `value_span` (offsets into the completion) is the target.
+
+        The answer segment is cut after the value: later tokens cannot change log p(value) under causal
+        attention, and small models often ramble on for many tokens that every forward would pay for.
+        """
+        lo, hi = value_span
+        return cls(
+            prompt,
+            completion[:answer_start],
+            completion[answer_start:hi],
+            (lo - answer_start, hi - answer_start),
+        )
+
 
 class Token(NamedTuple):
     text: str

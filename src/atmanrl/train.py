@@ -119,15 +119,16 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
 # --- pieces -----------------------------------------------------------------------------------------
 
 
+def _task_kw(script: TrainScriptArguments) -> dict[str, Any]:
+    from .data import task_options
+
+    return task_options(script.task, level=script.level, subjects=script.subjects, fewshot=script.fewshot)
+
+
 def task_from(script: TrainScriptArguments):
     from .data import get_task
 
-    options: dict[str, Any] = {"fewshot": script.fewshot}
-    if script.task == "arith":
-        options["level"] = script.level
-    if script.task == "mmlu":
-        options["subjects"] = script.subjects
-    return get_task(script.task, **options)
+    return get_task(script.task, **_task_kw(script))
 
 
 def build_dataset(script: TrainScriptArguments, seed: int):
@@ -152,9 +153,7 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
         raise UserError(
             f"reward_weights has {len(weights)} entries for {len(script.rewards)} rewards {script.rewards}"
         )
-    task_kw = {"task": script.task}
-    if script.task == "arith":
-        task_kw["level"] = script.level
+    task_kw = {"task": script.task, **_task_kw(script)}
     funcs = []
     for name in script.rewards:
         if name == "saliency":
