@@ -8,8 +8,10 @@ segment "\\n#### 42". Metrics, over content tokens only (a letter or digit; see 
 - sink@1: share of cases whose top token over ALL tokens is punctuation/whitespace (sentence ends act as sinks);
 - s/case: wall time per case.
 
-    python benchmarks/planted.py                           # every method, defaults
-    python benchmarks/planted.py --methods learned --config '{"steps": 50, "lam": 0.5}'
+Template families (FAMILIES) are split: defaults are set on `--split tune`; `--split heldout` is reported.
+
+    python benchmarks/planted.py                           # every method, defaults, held-out families
+    python benchmarks/planted.py --split tune --methods learned --config '[{"steps": 30}, {"lam": 0.1}]'
 """
 
 from __future__ import annotations
@@ -32,16 +34,92 @@ ITEMS = [
     ("packs", "cards"),
     ("crates", "bottles"),
 ]
-DISTRACTORS = [
-    "{n} likes the color blue.",
-    "The store opens at {h} in the morning.",
-    "{n} walked {d} blocks to get there.",
-    "It was a sunny day.",
-    "{n}'s friend is {a} years old.",
-    "The weather was nice and warm.",
-    "There were {p} people waiting in line.",
-    "{n} wore a red hat.",
-]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One template family: the question, the relevant sentence, and the distractor sentences.
+
+    Templates see {n} (name), {a}, {b}, {ans}, {box}, {item}; distractors also {x}, {y} (numbers that are
+    never a number of the computation) and {w} (a word).
+    """
+
+    split: str  # "tune" (defaults are set on these) or "heldout" (reported only)
+    question: str
+    relevant: str
+    distractors: tuple[str, ...]
+    op: str = "*"
+
+
+FAMILIES: dict[str, Family] = {
+    # The original 12-case benchmark: "a * b = ans." among small-talk sentences, some with numbers.
+    "mul_smalltalk": Family(
+        "tune",
+        "{n} has {a} {box} with {b} {item} in each. How many {item} does {n} have?",
+        "{a} * {b} = {ans}.",
+        (
+            "{n} likes the color blue.",
+            "The store opens at {x} in the morning.",
+            "{n} walked {x} blocks to get there.",
+            "It was a sunny day.",
+            "{n}'s friend is {y} years old.",
+            "The weather was nice and warm.",
+            "There were {x} people waiting in line.",
+            "{n} wore a red hat.",
+        ),
+    ),
+    # A sum written in words among sentences that restate quantities of other things.
+    "add_words": Family(
+        "tune",
+        "{n} has {a} {item} and buys {b} more. How many {item} does {n} have now?",
+        "Adding {b} to {a} gives {ans} {item}.",
+        (
+            "The shop had {x} {w} on the shelf.",
+            "{n} paid with a note and got change.",
+            "A {w} costs {y} cents there.",
+            "{n} counted the {w} twice to be sure.",
+            "The trip home took {x} minutes.",
+            "Everyone at the shop was friendly.",
+            "{n} keeps the {item} in a {w}.",
+            "Last week {n} had {y} {w}.",
+        ),
+        "+",
+    ),
+    # Held out: a difference stated as a sentence, among distractors that each carry a number and a word.
+    "sub_story": Family(
+        "heldout",
+        "{n} had {a} {item} and gave {b} to a friend. How many {item} are left?",
+        "After giving away {b}, {n} has {a} - {b} = {ans} {item} left.",
+        (
+            "The friend lives {x} houses away.",
+            "{n} also owns a {w}.",
+            "It rained for {y} hours that day.",
+            "The {w} in the garden was green.",
+            "{n} is in grade {x} at school.",
+            "They met at the {w} near the park.",
+            "The clock showed {y} minutes past noon.",
+            "Nobody else wanted a {w}.",
+        ),
+        "-",
+    ),
+    # Held out: the product stated in words, distractors of the kind "a sentence with words, one with a number".
+    "mul_phrase": Family(
+        "heldout",
+        "There are {a} {box} and each holds {b} {item}. How many {item} are there in all?",
+        "{a} groups of {b} make {ans} {item} in all.",
+        (
+            "The {box} are painted {w}.",
+            "A label on one says number {x}.",
+            "{n} stacked them by the door.",
+            "The room is {y} steps long.",
+            "Someone left a {w} on top.",
+            "The delivery came at {x} o'clock.",
+            "{n} hummed a song while working.",
+            "Only {y} of the lights were on.",
+        ),
+    ),
+}
+WORDS = ["lamp", "kite", "blanket", "bucket", "ribbon", "candle", "basket", "drum"]
 
 
 @dataclass
@@ -49,36 +127,54 @@ class Case:
     trace: Trace
     relevant: tuple[int, int]  # char span of the relevant sentence in trace.reasoning
     answer: int
+    family: str = "mul_smalltalk"
 
 
-def make_cases(tokenizer, n: int = 12, seed: int = 0, n_distractors: int = 4) -> list[Case]:
-    """`n` seeded cases rendered with the tokenizer's chat template."""
-    rng = random.Random(seed)
+def families_for(split: str) -> list[str]:
+    if split == "all":
+        return list(FAMILIES)
+    names = [k for k, f in FAMILIES.items() if f.split == split]
+    if not names:
+        raise SystemExit(f"--split must be tune, heldout or all, got {split!r}")
+    return names
+
+
+def make_cases(
+    tokenizer, n: int = 12, seed: int = 0, n_distractors: int = 4, families: list[str] | None = None
+) -> list[Case]:
+    """`n` seeded cases per family (default: the original family only) rendered with the chat template."""
+    names = families or ["mul_smalltalk"]
     cases = []
-    for i in range(n):
-        name, (box, item) = NAMES[i % len(NAMES)], ITEMS[rng.randrange(len(ITEMS))]
-        a, b = rng.randint(3, 9), rng.randint(3, 9)
-        ans = a * b
-        question = f"{name} has {a} {box} with {b} {item} in each. How many {item} does {name} have?"
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
+    for fam in names:
+        f = FAMILIES[fam]
+        rng = random.Random(f"{seed}-{fam}" if fam != "mul_smalltalk" else seed)
+        for i in range(n):
+            name, (box, item) = NAMES[i % len(NAMES)], ITEMS[rng.randrange(len(ITEMS))]
+            a, b = rng.randint(3, 9), rng.randint(3, 9)
+            if f.op == "-":
+                a, b = a + b + rng.randint(1, 5), b
+            ans = a * b if f.op == "*" else a + b if f.op == "+" else a - b
+            fmt = dict(n=name, a=a, b=b, ans=ans, box=box, item=item)
+            question = f.question.format(**fmt)
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+            )
 
-        def num(avoid=(a, b, ans)):  # distractor numbers never equal a number of the computation
-            return str(rng.choice([v for v in range(2, 60) if v not in avoid]))
+            def num(avoid=(a, b, ans), rng=rng):  # distractor numbers never equal a number of the computation
+                return str(rng.choice([v for v in range(2, 60) if v not in avoid]))
 
-        sents = [
-            s.format(n=name, h=num(), d=num(), a=num(), p=num())
-            for s in rng.sample(DISTRACTORS, n_distractors)
-        ]
-        relevant = f"{a} * {b} = {ans}."
-        k = rng.randrange(1, n_distractors + 1)  # never first: the CoT opens with a distractor
-        sents.insert(k, relevant)
-        reasoning = " ".join(sents)
-        start = reasoning.index(relevant)
-        answer = f"\n#### {ans}"
-        trace = Trace(prompt, reasoning, answer, (answer.index(str(ans)), len(answer)))
-        cases.append(Case(trace, (start, start + len(relevant)), ans))
+            sents = [
+                s.format(**fmt, x=num(), y=num(), w=rng.choice(WORDS))
+                for s in rng.sample(f.distractors, n_distractors)
+            ]
+            relevant = f.relevant.format(**fmt)
+            k = rng.randrange(1, n_distractors + 1)  # never first: the CoT opens with a distractor
+            sents.insert(k, relevant)
+            reasoning = " ".join(sents)
+            start = reasoning.index(relevant)
+            answer = f"\n#### {ans}"
+            trace = Trace(prompt, reasoning, answer, (answer.index(str(ans)), len(answer)))
+            cases.append(Case(trace, (start, start + len(relevant)), ans, fam))
     return cases
 
 
@@ -111,16 +207,27 @@ def run(model, tokenizer, cases: list[Case], method: str, batch_size: int = 12, 
     seconds = (time.perf_counter() - t0) / len(cases)
     rows = [score_case(s, c.relevant) for s, c in zip(sals, cases, strict=True)]
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-    return {"method": method, "config": config, **mean, "s_per_case": seconds}
+    per_family = {}
+    for fam in dict.fromkeys(c.family for c in cases):
+        sub = [r for r, c in zip(rows, cases, strict=True) if c.family == fam]
+        per_family[fam] = {k: sum(r[k] for r in sub) / len(sub) for k in ("hit1", "auc")}
+    return {"method": method, "config": config, **mean, "s_per_case": seconds, "families": per_family}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| method | config | hit@1 | AUC | sink@1 | s/case |", "|---|---|---|---|---|---|"]
+    fams = list(results[0].get("families", {})) if results else []
+    lines = [
+        "| method | config | hit@1 | AUC | sink@1 | s/case | "
+        + " | ".join(f"{f} hit@1/AUC" for f in fams)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(fams),
+    ]
     for r in results:
         cfg = ", ".join(f"{k}={v}" for k, v in r["config"].items()) or "defaults"
+        per = " | ".join(f"{r['families'][f]['hit1']:.2f} / {r['families'][f]['auc']:.2f}" for f in fams)
         lines.append(
             f"| {r['method']} | {cfg} | {r['hit1']:.2f} | {r['auc']:.2f} | {r['sink1']:.2f} "
-            f"| {r['s_per_case']:.2f} |"
+            f"| {r['s_per_case']:.2f} | {per} |"
         )
     return "\n".join(lines)
 
@@ -129,9 +236,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--cases", type=int, default=12)
+    ap.add_argument("--split", default="heldout", help="tune | heldout | all: which template families")
+    ap.add_argument("--cases", type=int, default=12, help="cases per family")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", default="{}", help="JSON options for every method named in --methods")
+    ap.add_argument(
+        "--config",
+        default="{}",
+        help="JSON options for every method named in --methods, or a JSON list of them (a grid)",
+    )
     ap.add_argument("--out", default="planted.json")
     ap.add_argument(
         "--threads",
@@ -149,13 +261,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
-    cases = make_cases(tok, args.cases, args.seed)
-    config = json.loads(args.config)
+    cases = make_cases(tok, args.cases, args.seed, families=families_for(args.split))
+    configs = json.loads(args.config)
     results = []
     for method in args.methods.split(","):
-        results.append(run(model, tok, cases, method, **config))
-        print(table(results[-1:]).splitlines()[-1], flush=True)
-    print(table(results))
+        for config in configs if isinstance(configs, list) else [configs]:
+            results.append(run(model, tok, cases, method, **config))
+            print(table(results[-1:]).splitlines()[-1], flush=True)
+    print(
+        f"\nsplit {args.split}: {', '.join(families_for(args.split))}, {args.cases} cases each\n"
+        + table(results)
+    )
     Path(args.out).write_text(json.dumps(results, indent=1))
     return results
 

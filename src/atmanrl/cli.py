@@ -166,19 +166,25 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         batch_size=args.batch_size,
+        tau=args.tau,
+        margin=args.margin,
     )
     if not rows:
         raise UserError(
             f"no usable rows in {args.input} ({len(errors)} skipped): each line needs "
             "id, prompt, reasoning and answer"
         )
-    keep = ("id", "tokens", "scores", "answer_logprob", "seconds", "rewards")
+    keep = ("id", "tokens", "scores", "answer_logprob", "gap", "seconds", "rewards")
     write_jsonl(args.output, [{k: r[k] for k in keep if k in r} for r in rows])
     if args.html:
         write_heatmap(args.html, rows)
     secs = ", ".join(f"{m} {sum(r['seconds'][m] for r in rows) / len(rows):.2f}s" for m in methods)
+    reward = ""
+    if "learned" in methods:  # the default reward, as GRPO would see it (correctness gating aside)
+        mean = sum(r["rewards"]["needed_share"] for r in rows) / len(rows)
+        reward = f"needed_share(margin={args.margin})={mean:.4f} "
     print(
-        f"scored={len(rows)} skipped={len(errors)} methods={','.join(methods)} seconds/trace: {secs} "
+        f"scored={len(rows)} skipped={len(errors)} methods={','.join(methods)} {reward}seconds/trace: {secs} "
         f"output={args.output}" + (f" html={args.html}" if args.html else "")
     )
     return 0
@@ -201,7 +207,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"none of the {len(gens)} completions has a parseable answer and a CoT: try more --limit"
         )
     traces = [row_to_trace(g, tok, task) for g in usable]
-    scored = score_traces(model, tok, traces, methods, scope=args.scope, steps=args.steps, seed=args.seed)
+    scored = score_traces(
+        model,
+        tok,
+        traces,
+        methods,
+        scope=args.scope,
+        steps=args.steps,
+        seed=args.seed,
+        tau=args.tau,
+        margin=args.margin,
+    )
     rows = [g | s for g, s in zip(usable, scored)]
     write_heatmap(args.html, rows, title=f"atmanrl explain: {args.model} on {task.name}")
     if args.output:
@@ -227,6 +243,18 @@ def add_saliency_args(p: argparse.ArgumentParser, default_methods: str) -> None:
         help="query rows that see the mask: the answer's (default) or every row after the token",
     )
     g.add_argument("--steps", type=int, default=None, help="mask optimisation steps for `learned`")
+    g.add_argument(
+        "--margin",
+        type=float,
+        default=1.0,
+        help="needed_share reward: the CoT must raise log p(answer) by this many nats (default: %(default)s)",
+    )
+    g.add_argument(
+        "--tau",
+        type=float,
+        default=0.5,
+        help="salient_fraction reward: score threshold (default: %(default)s)",
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:

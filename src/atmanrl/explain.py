@@ -98,6 +98,7 @@ def score_traces(
     seed: int = 0,
     batch_size: int = 8,
     tau: float = 0.5,
+    margin: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Per trace: tokens, scores and seconds per method, the answer log-prob, and the saliency rewards."""
     for m in methods:
@@ -117,16 +118,11 @@ def score_traces(
                 row["answer_logprob"] = sal.answer_logprob
                 row["scores"][m] = sal.scores
                 row["seconds"][m] = sal.seconds
+                row["gap"] = sal.answer_logprob - sal.extras["suppressed_logprob"]
                 if m == "learned":
-                    row["rewards"] = {name: _safe(fn, sal, tau) for name, fn in SALIENCY_VARIANTS.items()}
+                    kw = {"tau": tau, "margin": margin}
+                    row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
     return out
-
-
-def _safe(fn, sal, tau: float) -> float | None:
-    try:
-        return float(fn(sal, tau=tau))
-    except UserError:  # e.g. cot_reliance without the suppressed log-prob
-        return None
 
 
 def score_file(

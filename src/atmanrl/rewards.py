@@ -143,6 +143,35 @@ def _content_scores(sal) -> list[float]:
     return [s for s, k in zip(sal.scores, keep) if k] or list(sal.scores)
 
 
+def cot_gap(sal) -> float:
+    """log p(A | x, R) - log p(A | x, R removed): how much the CoT raises the answer (nats; the mask's scale)."""
+    suppressed = sal.extras.get("suppressed_logprob")
+    if suppressed is None:
+        raise UserError(
+            f"the saliency result of method {sal.method!r} carries no suppressed log-prob: "
+            "score it with atmanrl.saliency.compute_saliency, which records it for every method"
+        )
+    return sal.answer_logprob - suppressed
+
+
+@register_variant("needed_share")
+def needed_share(sal, margin: float = 1.0, **_: Any) -> float:
+    """The default. 0 when the CoT does not drive the answer (gap < `margin` nats); else the share of content
+    CoT tokens the answer needs: the mean of the learned mask's gates, which the gap-normalised restore objective
+    pushes to ~1 for tokens that carry their part of the gap and ~0 for the rest. It pushes toward CoTs that the
+    answer depends on (a hint in the prompt or an answer guessed without the CoT earns 0) and, among those,
+    toward dense ones (filler, restated questions and padding dilute the share)."""
+    if sal.method != "learned":
+        raise UserError(
+            f"needed_share reads learned-mask gates in [0, 1]; method {sal.method!r} has other scores"
+        )
+    gap = cot_gap(sal)
+    if not gap >= margin:
+        return 0.0
+    scores = [min(max(s, 0.0), 1.0) for s in _content_scores(sal)]
+    return sum(scores) / max(len(scores), 1)
+
+
 @register_variant("salient_fraction")
 def salient_fraction(sal, tau: float = 0.5, **_: Any) -> float:
     """Share of content CoT tokens with score > tau: dense reasoning in which most tokens matter."""
@@ -153,12 +182,7 @@ def salient_fraction(sal, tau: float = 0.5, **_: Any) -> float:
 @register_variant("cot_reliance")
 def cot_reliance(sal, scale: float = 5.0, **_: Any) -> float:
     """clip((log p(A|x,R) - log p(A|x, R suppressed)) / scale, 0, 1): does the answer depend on the CoT at all."""
-    suppressed = sal.extras.get("suppressed_logprob")
-    if suppressed is None:
-        raise UserError(
-            "cot_reliance needs the suppressed log-prob: use a saliency method that reports it (learned)"
-        )
-    return min(max((sal.answer_logprob - suppressed) / scale, 0.0), 1.0)
+    return min(max(cot_gap(sal) / scale, 0.0), 1.0)
 
 
 @register_variant("concentration")
@@ -187,11 +211,12 @@ class SaliencyReward:
 
     def __init__(
         self,
-        variant: str = "salient_fraction",
+        variant: str = "needed_share",
         method: str = "learned",
         steps: int | None = None,
         tau: float = 0.5,
         scale: float = 5.0,
+        margin: float = 1.0,
         correct_only: bool = True,
         min_reasoning_tokens: int = 5,
         batch_size: int = 8,
@@ -212,7 +237,7 @@ class SaliencyReward:
         self.options = dict(method_options or {})
         if steps is not None and method == "learned":
             self.options.setdefault("steps", steps)
-        self.variant_kw = {"tau": tau, "scale": scale}
+        self.variant_kw = {"tau": tau, "scale": scale, "margin": margin}
         self.correct_only, self.min_reasoning_tokens, self.batch_size = (
             correct_only,
             min_reasoning_tokens,
@@ -321,8 +346,8 @@ class SaliencyReward:
                 stats = {
                     "saliency/mask_mean": sum(sum(s.scores) / max(len(s.scores), 1) for s in scored) / n,
                     "saliency/answer_logprob": sum(s.answer_logprob for s in scored) / n,
-                    "saliency/salient_fraction": sum(salient_fraction(s, **self.variant_kw) for s in scored)
-                    / n,
+                    "saliency/gap": sum(cot_gap(s) for s in scored) / n,
+                    f"saliency/{self.variant}": sum(rewards[i] or 0.0 for i, t in enumerate(traces) if t) / n,
                 }
                 for k, v in stats.items():
                     log_metric(k, v if math.isfinite(v) else 0.0)

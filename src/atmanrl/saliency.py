@@ -385,72 +385,146 @@ class SaliencyMethod:
     use_cache: bool = True  # reuse the keys/values before the split (exactly equal; off only for tests)
 
     def scores(
-        self, model: PreTrainedModel, batch: _Batch, prefix: Prefix, base_lp: torch.Tensor
+        self,
+        model: PreTrainedModel,
+        batch: _Batch,
+        prefix: Prefix,
+        base_lp: torch.Tensor,
+        removed_lp: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, N) scores for the CoT tokens of the batch; high = important."""
+        """(B, N) scores for the CoT tokens of the batch; high = important.
+
+        `base_lp` is log p(A) of the unmodified model, `removed_lp` with every CoT token removed from the scope.
+        """
         raise NotImplementedError
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "learned": {
+        # The paper's description: an additive mask started at -0.4 and optimised ~200 steps to restore p(A).
+        "paper": dict(
+            parametrization="additive",
+            init=-0.4,
+            steps=200,
+            lr=0.1,
+            lam=0.05,
+            normalize="none",
+            penalty="mean",
+        ),
+        # atmanrl 0.1's defaults (absolute restore loss; collapses on confident traces, see docs/saliency.md).
+        "v0.1": dict(
+            parametrization="gate", init=0.5, steps=15, lr=0.2, lam=10.0, normalize="none", penalty="mean"
+        ),
+    }
+}
 
 
 @register
 @dataclass
 class Learned(SaliencyMethod):
-    """AtManRL: learn one mask parameter per CoT token so that the answer's log-prob is restored (METHOD.md §3).
+    """AtManRL: learn one mask parameter per CoT token so that the answer's log-prob is restored.
 
-    restore: start (half-)suppressed, minimise  -log p(A | mask) + lam * mean(g)  -> the tokens the answer needs
-        open up. The default start g = 0.5 (bias -0.69) is close to the paper's additive -0.4 (g = 0.67).
-    delete:  start open, minimise  +log p(A | mask) + lam * mean(1 - g)  -> tokens whose removal hurts most close.
-    gate: g = sigmoid(phi), bias = log g, score g (restore) or 1 - g (delete).
-    additive: bias = theta (the paper's parametrisation), g = exp(theta), score theta - init (sign-flipped for delete).
+    restore (default): minimise  -r(mask) + lam * penalty(g), where r is the restored share of the trace's gap
+        r = (log p(A | mask) - log p(A | CoT removed)) / (log p(A | x, R) - log p(A | CoT removed))
+        (normalize="gap"; normalize="none" uses -log p(A | mask), the absolute loss of atmanrl 0.1). With the gap,
+        lam means the same thing on confident and unsure traces: a token stays open when its share of the gap
+        outweighs the penalty (penalty="sum": lam per token; "mean": lam / |R|).
+    delete:  start open, minimise  +r(mask) + lam * penalty(1 - g)  -> tokens whose removal hurts most close.
+    Parametrisations (g in (0, 1] is how much attention the token keeps; score = g, "open" = needed):
+      gate:     g = sigmoid(phi), bias = log g (reaches removal as phi -> -inf);
+      linear:   g = sigmoid(phi), bias = max_bias * (g - 1), in [-max_bias, 0];
+      additive: bias = theta (the paper's), g = exp(min(theta, 0)), score theta - init.
     Fixed number of steps: no data-dependent early stop (it would deadlock distributed training).
+    Named settings: `make_method("learned", preset="paper")` (see PRESETS).
     """
 
     method_name: ClassVar[str] = "learned"
-    parametrization: str = "gate"
+    # Defaults from the study in docs/saliency.md (tuning splits of benchmarks/planted.py and reward_validity.py).
+    parametrization: str = "linear"
     objective: str = "restore"
-    # Defaults from the planted-distractor study (docs/saliency.md): with Adam every gate moves ~lr per step, so
-    # 15 steps suffice, and lam (on the mean gate) decides which tokens are worth opening.
+    normalize: str = "gap"
+    penalty: str = "sum"
     steps: int = 15
-    lr: float = 0.2
-    lam: float = 10.0
-    init: float | None = None  # gate: initial g (restore 0.5, delete 0.9); additive: theta (-0.4, delete 0)
-    seed: int = 0
+    lr: float = 0.5
+    lam: float = 0.05
+    init: float | None = (
+        None  # gate/linear: initial g (restore 0.9, delete 0.9); additive: theta (-0.4, delete 0)
+    )
+    max_bias: float = 10.0  # linear only: the bias of a closed token (e^-10: removed)
+    min_gap: float = 0.1  # gaps below this (nats) are normalised by it: such traces have nothing to restore
+    # adam moves every gate ~lr per step whatever its gradient (a sign-like race in which redundant copies of a
+    # token open together); sgd keeps the gradient's magnitudes, so the token that restores most opens first
+    # and its redundant copies close again. With normalize="gap" the sgd step is scale-free per trace.
+    optimizer: str = "adam"
+    # restore objective: no credit for restoring more than this share of the gap, so once the kept tokens carry
+    # it, every further token only costs -- redundant copies and filler close (a minimal sufficient subset).
+    target: float = 0.9
 
-    def scores(self, model, batch, prefix, base_lp):
-        if self.parametrization not in ("gate", "additive") or self.objective not in ("restore", "delete"):
-            raise UserError("learned: parametrization must be gate|additive and objective restore|delete")
-        gate = self.parametrization == "gate"
+    def _check(self) -> None:
+        choices = {
+            "parametrization": ("gate", "linear", "additive"),
+            "objective": ("restore", "delete"),
+            "normalize": ("gap", "none"),
+            "penalty": ("sum", "mean"),
+            "optimizer": ("adam", "sgd"),
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise UserError(
+                    f"learned: {name} must be one of {'|'.join(valid)}, got {getattr(self, name)!r}"
+                )
+        if self.steps < 0 or self.lr <= 0:
+            raise UserError(f"learned: steps must be >= 0 and lr > 0, got steps={self.steps}, lr={self.lr}")
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        self._check()
+        sigmoid_gate = self.parametrization in ("gate", "linear")
         restore = self.objective == "restore"
-        init = (
-            self.init
-            if self.init is not None
-            else ((0.5 if restore else 0.9) if gate else (-0.4 if restore else 0.0))
-        )
-        if gate and not 0 < init < 1:
+        init = self.init if self.init is not None else (0.9 if sigmoid_gate else (-0.4 if restore else 0.0))
+        if sigmoid_gate and not 0 < init < 1:
             raise UserError(f"learned: a gate init must lie in (0, 1), got {init}")
-        start = math.log(init / (1 - init)) if gate else init
+        start = math.log(init / (1 - init)) if sigmoid_gate else init
         valid = batch.cot_valid.float()
         n_valid = valid.sum(-1).clamp(min=1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # nothing is random today; keeps any future jitter reproducible
-            param = torch.full(
-                batch.cot_valid.shape, float(start), device=batch.input_ids.device, requires_grad=True
-            )
-        opt = torch.optim.Adam([param], lr=self.lr)
-        sign = 1.0 if self.objective == "restore" else -1.0
+        param = torch.full(
+            batch.cot_valid.shape, float(start), device=batch.input_ids.device, requires_grad=True
+        )
+        if self.normalize == "gap":
+            if removed_lp is None:
+                raise UserError(
+                    "learned: normalize='gap' needs the removed log-prob (compute_saliency passes it)"
+                )
+            floor = removed_lp.detach().float()
+            gap = (base_lp.detach().float() - floor).clamp(min=self.min_gap)
+        opt = (
+            torch.optim.Adam([param], lr=self.lr)
+            if self.optimizer == "adam"
+            else torch.optim.SGD([param], lr=self.lr, momentum=0.5)
+        )
+        sign = 1.0 if restore else -1.0
         for _ in range(self.steps):
             with torch.enable_grad():
-                values = F.logsigmoid(param) if gate else param
-                g = torch.sigmoid(param) if gate else torch.exp(param)
+                if self.parametrization == "gate":
+                    g, values = torch.sigmoid(param), F.logsigmoid(param)
+                elif self.parametrization == "linear":
+                    g = torch.sigmoid(param)
+                    values = self.max_bias * (g - 1)
+                else:
+                    g, values = torch.exp(param.clamp(max=0)), param
                 lp = _logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
-                reg = ((g if sign > 0 else 1 - g) * valid).sum(-1) / n_valid
-                loss = (-sign * lp + self.lam * reg).sum()  # summed: traces in a batch never interact
+                r = (lp - floor) / gap if self.normalize == "gap" else lp
+                if self.normalize == "gap" and restore:
+                    r = r.clamp(max=self.target)
+                kept = ((g if restore else 1 - g) * valid).sum(-1)
+                reg = kept / n_valid if self.penalty == "mean" else kept
+                loss = (-sign * r + self.lam * reg).sum()  # summed: traces in a batch never interact
                 (grad,) = torch.autograd.grad(loss, param)
             # A non-finite step (a trace whose answer log-prob overflows) must not poison the whole batch.
             param.grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
             opt.step()
         with torch.no_grad():
-            s = torch.sigmoid(param) if gate else param - start
-            return s if sign > 0 else (1 - s if gate else -s)
+            s = torch.sigmoid(param) if sigmoid_gate else param - start
+            return s if restore else (1 - s if sigmoid_gate else -s)
 
 
 def _variant_scores(method, model, batch, prefix, base_lp, suppress_fn, mode: str, factor: float, chunk: int):
@@ -483,7 +557,7 @@ class LeaveOneOut(SaliencyMethod):
     method_name: ClassVar[str] = "leave_one_out"
     chunk: int = 32  # suppressed variants per forward
 
-    def scores(self, model, batch, prefix, base_lp):
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         N, neg = batch.cot_valid.shape[1], torch.finfo(model.dtype).min
 
         def one(b, idx):
@@ -507,7 +581,7 @@ class AtMan(SaliencyMethod):
     threshold: float = 0.6
     chunk: int = 32
 
-    def scores(self, model, batch, prefix, base_lp):
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         N = batch.cot_valid.shape[1]
         if self.conceptual:
             ids = torch.gather(batch.input_ids, 1, batch.cot_pos)
@@ -535,7 +609,7 @@ class AttentionGradient(SaliencyMethod):
 
     method_name: ClassVar[str] = "attention_gradient"
 
-    def scores(self, model, batch, prefix, base_lp):
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         values = torch.zeros(batch.cot_valid.shape, device=batch.input_ids.device, requires_grad=True)
         with torch.enable_grad():
             lp = _logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
@@ -552,7 +626,7 @@ class GradXInput(SaliencyMethod):
     method_name: ClassVar[str] = "grad_x_input"
     scope: str = "all"
 
-    def scores(self, model, batch, prefix, base_lp):
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         emb = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
         with torch.enable_grad():
             lp = _logprob(model, batch, prefix, None, use_cache=self.use_cache, inputs_embeds=emb)
@@ -568,7 +642,7 @@ class Attention(SaliencyMethod):
 
     method_name: ClassVar[str] = "attention"
 
-    def scores(self, model, batch, prefix, base_lp):
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         _, out = _logprob(
             model,
             batch,
@@ -593,7 +667,7 @@ class Random(SaliencyMethod):
     method_name: ClassVar[str] = "random"
     seed: int = 0
 
-    def scores(self, model, batch, prefix, base_lp):
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         gen = torch.Generator().manual_seed(self.seed)
         return torch.rand(batch.cot_valid.shape, generator=gen).to(batch.input_ids.device)
 
@@ -601,8 +675,16 @@ class Random(SaliencyMethod):
 # ----------------------------------------------------------------------------- batched API
 
 
-def make_method(method: str, **config) -> SaliencyMethod:
+def make_method(method: str, preset: str | None = None, **config) -> SaliencyMethod:
+    """A configured method: its dataclass defaults, then the named `preset` (see PRESETS), then `config`."""
     cls = get_method(method)
+    if preset is not None:
+        presets = PRESETS.get(method, {})
+        if preset not in presets:
+            raise UserError(
+                f"saliency method {method!r} has no preset {preset!r}; presets: {', '.join(presets) or 'none'}"
+            )
+        config = {**presets[preset], **config}
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -637,7 +719,7 @@ def compute_saliency(
                 base_lp = _logprob(model, batch, prefix, None, use_cache=m.use_cache)
                 removed = torch.full(batch.cot_valid.shape, torch.finfo(model.dtype).min, device=device)
                 empty_lp = _logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
-            scores = m.scores(model, batch, prefix, base_lp).detach().float().cpu()
+            scores = m.scores(model, batch, prefix, base_lp, empty_lp).detach().float().cpu()
             if not torch.isfinite(scores).all():
                 log.warning(
                     "saliency %s: %d non-finite scores replaced by 0",

@@ -38,7 +38,8 @@ class TrainScriptArguments:
         metadata={"help": "reward names from atmanrl.rewards.REWARDS; weights go in `reward_weights`"},
     )
     saliency_variant: str = field(
-        default="salient_fraction", metadata={"help": "salient_fraction, cot_reliance or concentration"}
+        default="needed_share",
+        metadata={"help": "needed_share (default), salient_fraction, cot_reliance or concentration"},
     )
     saliency_method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
     saliency_steps: int = field(default=15, metadata={"help": "mask optimisation steps per rollout batch"})
@@ -48,7 +49,13 @@ class TrainScriptArguments:
             "help": 'extra saliency options as JSON, e.g. \'{"lr": 0.2, "lam": 1.0, "scope": "answer"}\''
         },
     )
-    saliency_tau: float = field(default=0.5, metadata={"help": "salient_fraction: threshold on the score"})
+    saliency_tau: float = field(
+        default=0.5, metadata={"help": "salient_fraction only: threshold on the score"}
+    )
+    saliency_margin: float = field(
+        default=1.0,
+        metadata={"help": "needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"},
+    )
     saliency_correct_only: bool = field(
         default=True, metadata={"help": "saliency reward for correct rollouts only"}
     )
@@ -170,6 +177,7 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
                     method=script.saliency_method,
                     steps=script.saliency_steps,
                     tau=script.saliency_tau,
+                    margin=script.saliency_margin,
                     correct_only=script.saliency_correct_only,
                     min_reasoning_tokens=script.min_reasoning_tokens,
                     method_options=extra,
