@@ -117,11 +117,16 @@ def score(model, tokenizer, records: list[dict], task: str, options: dict) -> tu
 
 
 def summarise(records: list[dict], rewards: list[float]) -> dict:
+    return summarise_kinds(records, rewards, KINDS)
+
+
+def summarise_kinds(records: list[dict], rewards: list[float], kinds: tuple[str, ...]) -> dict:
+    """Per kind: mean reward, share of zeros, and (not for L) the share of problems where L scores higher."""
     by: dict[str, dict[str, float]] = {}
     for r, v in zip(records, rewards, strict=True):
         by.setdefault(r["problem"], {})[r["kind"]] = v
     out = {}
-    for k in KINDS:
+    for k in kinds:
         vals = [p[k] for p in by.values()]
         row = {"mean": sum(vals) / len(vals), "zero": sum(v == 0 for v in vals) / len(vals)}
         if k != "L":

@@ -24,6 +24,14 @@ def embedded_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_model():
+    """The embedded SmolLM2-135M-Instruct (float32, CPU), loaded once per session."""
+    from atmanrl.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
 def tokenizer(embedded_dir):
     return prepare_tokenizer(AutoTokenizer.from_pretrained(embedded_dir))
 

@@ -34,13 +34,6 @@ TRACES = [
 FAST = {"learned": {"steps": 4}}
 
 
-@pytest.fixture(scope="module")
-def real_model():
-    from atmanrl.models import load_model
-
-    return load_model("smollm2-135m-instruct")
-
-
 def test_encode_offsets_and_targets(tokenizer):
     e = encode(tokenizer, TRACES[0])
     assert "".join(t.text for t in e.tokens).replace(" ", "") == TRACES[0].reasoning.replace(" ", "")

@@ -11,6 +11,7 @@ from .data import Parsed, Task, get_task, parse_letter, parse_math
 from .errors import UserError
 from .generate import render_prompt
 from .io import read_jsonl
+from .models import max_length
 from .progress import progress_bar
 from .rewards import SALIENCY_VARIANTS
 from .saliency import Trace, compute_saliency, get_method
@@ -68,15 +69,6 @@ def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None, max_tokens: 
                 "shorten 'reasoning' or 'prompt'"
             )
     return trace
-
-
-def max_length(model) -> int | None:
-    """The model's context length, where its config states one."""
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(model.config, key, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def method_options(method: str, scope: str, steps: int | None, seed: int) -> dict[str, Any]:

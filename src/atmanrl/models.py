@@ -137,3 +137,12 @@ def load_model(
         model.to(device)
     model.eval()
     return model, tok
+
+
+def max_length(model) -> int | None:
+    """The model's context length, where its config states one."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(model.config, key, None)
+        if isinstance(value, int):
+            return value
+    return None

@@ -17,6 +17,7 @@ from typing import Any
 
 from .data import Task, get_task
 from .errors import UserError
+from .models import max_length
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def format_reward(task: str = "gsm8k", **task_options: Any) -> RewardFn:
     return reward
 
 
-# --- saliency rewards (METHOD.md §4) ----------------------------------------------------------------
+# --- saliency rewards (docs/method.md) ----------------------------------------------------------------
 # A variant maps one `Saliency` (CoT tokens + scores) to a scalar. Scores are read on content tokens only
 # (a letter or digit): punctuation and sentence ends are attention sinks that score high under every method
 # for structural reasons, and rewarding them would reward decoration.
@@ -233,6 +234,11 @@ class SaliencyReward:
                 f"unknown saliency variant {variant!r}: choose from {', '.join(SALIENCY_VARIANTS)}"
             )
         get_method(method)  # fail early on an unknown name
+        if variant == "needed_share" and method != "learned":
+            raise UserError(
+                f"the needed_share variant reads the learned mask's gates; method {method!r} gives other scores: "
+                "use method='learned' or another variant (cot_reliance works with every method)"
+            )
         self.variant, self.method = variant, method
         self.options = dict(method_options or {})
         if steps is not None and method == "learned":
@@ -268,8 +274,10 @@ class SaliencyReward:
 
         return prompt if isinstance(prompt, str) else render_prompt(self.tokenizer, prompt)
 
-    def traces(self, prompts, completions, gold=None, task_names=None) -> list[Any]:
-        """One `Trace` per completion, or None where the rollout is not eligible for a saliency reward."""
+    def traces(self, prompts, completions, gold=None, task_names=None, limit: int | None = None) -> list[Any]:
+        """One `Trace` per completion, or None where the rollout is not eligible for a saliency reward
+        (no parseable or no correct answer, a CoT shorter than `min_reasoning_tokens`, or more than `limit`
+        tokens in all)."""
         from .saliency import Trace
 
         cache: dict[str, Task] = {}
@@ -290,7 +298,39 @@ class SaliencyReward:
             ):
                 out.append(None)
                 continue
-            out.append(Trace.from_completion(self._render(p), text, parsed.answer[0], parsed.value_span))
+            trace = Trace.from_completion(self._render(p), text, parsed.answer[0], parsed.value_span)
+            n = len(
+                self.tokenizer(trace.prompt + trace.reasoning + trace.answer, add_special_tokens=False)[
+                    "input_ids"
+                ]
+            )
+            if limit is not None and n > limit:
+                log.warning(
+                    "saliency: a rollout of %d tokens exceeds the model's %d positions: reward 0", n, limit
+                )
+                out.append(None)
+                continue
+            out.append(trace)
+        return out
+
+    def _score(self, model, todo: list) -> list:
+        """Saliency for every trace; a batch that fails is retried trace by trace, and a trace that still
+        fails (a tokenisation corner case) gets None, so one bad rollout never costs the step its rewards."""
+        from .saliency import compute_saliency
+
+        try:
+            return compute_saliency(
+                model, self.tokenizer, todo, self.method, batch_size=self.batch_size, **self.options
+            )
+        except UserError as e:
+            log.warning("saliency batch failed (%s): scoring its %d traces one by one", e, len(todo))
+        out = []
+        for t in todo:
+            try:
+                out += compute_saliency(model, self.tokenizer, [t], self.method, batch_size=1, **self.options)
+            except UserError as e:
+                log.warning("saliency: trace skipped with reward 0 (%s)", e)
+                out.append(None)
         return out
 
     def __call__(self, prompts, completions, completion_ids=None, gold=None, log_metric=None, **columns):
@@ -299,10 +339,10 @@ class SaliencyReward:
         import torch
         from trl.models.utils import disable_gradient_checkpointing
 
-        from .saliency import Trace, compute_saliency
+        from .saliency import Trace
 
         model, world = self._policy()
-        traces = self.traces(prompts, completions, gold, columns.get("task"))
+        traces = self.traces(prompts, completions, gold, columns.get("task"), max_length(model))
         todo = [t for t in traces if t is not None]
         if world > 1:  # same number of traces, hence of forward passes, on every process
             filler = (
@@ -318,23 +358,17 @@ class SaliencyReward:
             todo = todo + [filler] * (len(traces) - len(todo))
         t0 = time.perf_counter()
         with torch.enable_grad(), disable_gradient_checkpointing(model):
-            sals = (
-                compute_saliency(
-                    model, self.tokenizer, todo, self.method, batch_size=self.batch_size, **self.options
-                )
-                if todo
-                else []
-            )
+            sals = self._score(model, todo) if todo else []
         seconds = time.perf_counter() - t0
         rewards: list[float | None] = []
         it = iter(sals)
         fn = SALIENCY_VARIANTS[self.variant]
         scored = []
         for t in traces:
-            if t is None:
+            sal = next(it) if t is not None else None
+            if sal is None:
                 rewards.append(0.0)
             else:
-                sal = next(it)
                 scored.append(sal)
                 rewards.append(float(fn(sal, **self.variant_kw)))
         rewards = finite_or_zero(rewards, "saliency")
@@ -347,7 +381,7 @@ class SaliencyReward:
                     "saliency/mask_mean": sum(sum(s.scores) / max(len(s.scores), 1) for s in scored) / n,
                     "saliency/answer_logprob": sum(s.answer_logprob for s in scored) / n,
                     "saliency/gap": sum(cot_gap(s) for s in scored) / n,
-                    f"saliency/{self.variant}": sum(rewards[i] or 0.0 for i, t in enumerate(traces) if t) / n,
+                    f"saliency/{self.variant}": sum(float(fn(s, **self.variant_kw)) for s in scored) / n,
                 }
                 for k, v in stats.items():
                     log_metric(k, v if math.isfinite(v) else 0.0)

@@ -459,6 +459,9 @@ class Learned(SaliencyMethod):
     # restore objective: no credit for restoring more than this share of the gap, so once the kept tokens carry
     # it, every further token only costs -- redundant copies and filler close (a minimal sufficient subset).
     target: float = 0.9
+    # warm start: shift each gate's start by its first gradient (scaled per trace to at most +-warm_start logits).
+    # Adam then moves every gate by about the same steps, so tokens that close keep the gradient's order.
+    warm_start: float = 0.0
 
     def _check(self) -> None:
         choices = {
@@ -502,7 +505,7 @@ class Learned(SaliencyMethod):
             else torch.optim.SGD([param], lr=self.lr, momentum=0.5)
         )
         sign = 1.0 if restore else -1.0
-        for _ in range(self.steps):
+        for step in range(self.steps):
             with torch.enable_grad():
                 if self.parametrization == "gate":
                     g, values = torch.sigmoid(param), F.logsigmoid(param)
@@ -513,14 +516,19 @@ class Learned(SaliencyMethod):
                     g, values = torch.exp(param.clamp(max=0)), param
                 lp = _logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
                 r = (lp - floor) / gap if self.normalize == "gap" else lp
-                if self.normalize == "gap" and restore:
+                if self.normalize == "gap" and restore and not (step == 0 and self.warm_start):
                     r = r.clamp(max=self.target)
                 kept = ((g if restore else 1 - g) * valid).sum(-1)
                 reg = kept / n_valid if self.penalty == "mean" else kept
                 loss = (-sign * r + self.lam * reg).sum()  # summed: traces in a batch never interact
                 (grad,) = torch.autograd.grad(loss, param)
             # A non-finite step (a trace whose answer log-prob overflows) must not poison the whole batch.
-            param.grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            if step == 0 and self.warm_start:
+                with torch.no_grad():  # graded start: the first gradient, scaled per trace to +-warm_start
+                    scale = (grad.abs() * valid).amax(-1, keepdim=True).clamp(min=1e-12)
+                    param -= self.warm_start * grad / scale * valid
+            param.grad = grad
             opt.step()
         with torch.no_grad():
             s = torch.sigmoid(param) if sigmoid_gate else param - start

@@ -42,7 +42,12 @@ class TrainScriptArguments:
         metadata={"help": "needed_share (default), salient_fraction, cot_reliance or concentration"},
     )
     saliency_method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
-    saliency_steps: int = field(default=15, metadata={"help": "mask optimisation steps per rollout batch"})
+    saliency_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "mask optimisation steps (default: the method's, 15; or its preset's, e.g. paper 200)"
+        },
+    )
     saliency_options: str | None = field(
         default=None,
         metadata={
