@@ -44,15 +44,49 @@ class Family:
     never a number of the computation) and {w} (a word).
     """
 
-    split: str  # "tune" (defaults are set on these) or "heldout" (reported only)
+    split: str  # "tune" (defaults are set on these), "heldout" or "words" (reported only)
     question: str
     relevant: str
     distractors: tuple[str, ...]
     op: str = "*"
 
 
+SHOP = (
+    "The shop had {x} {w} on the shelf.",
+    "{n} paid with a note and got change.",
+    "A {w} costs {y} cents there.",
+    "{n} counted the {w} twice to be sure.",
+    "The trip home took {x} minutes.",
+    "Everyone at the shop was friendly.",
+    "{n} keeps the {item} in a {w}.",
+    "Last week {n} had {y} {w}.",
+)
+STORY = (
+    "The friend lives {x} houses away.",
+    "{n} also owns a {w}.",
+    "It rained for {y} hours that day.",
+    "The {w} in the garden was green.",
+    "{n} is in grade {x} at school.",
+    "They met at the {w} near the park.",
+    "The clock showed {y} minutes past noon.",
+    "Nobody else wanted a {w}.",
+)
+LABELS = (
+    "The {box} are painted {w}.",
+    "A label on one says number {x}.",
+    "{n} stacked them by the door.",
+    "The room is {y} steps long.",
+    "Someone left a {w} on top.",
+    "The delivery came at {x} o'clock.",
+    "{n} hummed a song while working.",
+    "Only {y} of the lights were on.",
+)
+ADD_Q = "{n} has {a} {item} and buys {b} more. How many {item} does {n} have now?"
+SUB_Q = "{n} had {a} {item} and gave {b} to a friend. How many {item} are left?"
+MUL_Q = "There are {a} {box} and each holds {b} {item}. How many {item} are there in all?"
+
 FAMILIES: dict[str, Family] = {
-    # The original 12-case benchmark: "a * b = ans." among small-talk sentences, some with numbers.
+    # tune: the original 12-case benchmark ("a * b = ans." among small talk), and a sum among shop sentences.
     "mul_smalltalk": Family(
         "tune",
         "{n} has {a} {box} with {b} {item} in each. How many {item} does {n} have?",
@@ -68,56 +102,17 @@ FAMILIES: dict[str, Family] = {
             "{n} wore a red hat.",
         ),
     ),
-    # A sum written in words among sentences that restate quantities of other things.
-    "add_words": Family(
-        "tune",
-        "{n} has {a} {item} and buys {b} more. How many {item} does {n} have now?",
-        "Adding {b} to {a} gives {ans} {item}.",
-        (
-            "The shop had {x} {w} on the shelf.",
-            "{n} paid with a note and got change.",
-            "A {w} costs {y} cents there.",
-            "{n} counted the {w} twice to be sure.",
-            "The trip home took {x} minutes.",
-            "Everyone at the shop was friendly.",
-            "{n} keeps the {item} in a {w}.",
-            "Last week {n} had {y} {w}.",
-        ),
-        "+",
+    "add_shop": Family("tune", ADD_Q, "{a} + {b} = {ans}.", SHOP, "+"),
+    # held out: other questions, operations and distractor templates (sentences with a word and with a number).
+    "sub_story": Family("heldout", SUB_Q, "{a} - {b} = {ans}.", STORY, "-"),
+    "mul_labels": Family("heldout", MUL_Q, "{a} * {b} = {ans}.", LABELS),
+    # words: the relevant sentence is mostly words; the answer needs only its result, so sentence-level AUC is
+    # bounded for every token-level method (reported separately, never tuned on).
+    "add_words": Family("words", ADD_Q, "Adding {b} to {a} gives {ans} {item}.", SHOP, "+"),
+    "sub_words": Family(
+        "words", SUB_Q, "After giving away {b}, {n} has {a} - {b} = {ans} {item} left.", STORY, "-"
     ),
-    # Held out: a difference stated as a sentence, among distractors that each carry a number and a word.
-    "sub_story": Family(
-        "heldout",
-        "{n} had {a} {item} and gave {b} to a friend. How many {item} are left?",
-        "After giving away {b}, {n} has {a} - {b} = {ans} {item} left.",
-        (
-            "The friend lives {x} houses away.",
-            "{n} also owns a {w}.",
-            "It rained for {y} hours that day.",
-            "The {w} in the garden was green.",
-            "{n} is in grade {x} at school.",
-            "They met at the {w} near the park.",
-            "The clock showed {y} minutes past noon.",
-            "Nobody else wanted a {w}.",
-        ),
-        "-",
-    ),
-    # Held out: the product stated in words, distractors of the kind "a sentence with words, one with a number".
-    "mul_phrase": Family(
-        "heldout",
-        "There are {a} {box} and each holds {b} {item}. How many {item} are there in all?",
-        "{a} groups of {b} make {ans} {item} in all.",
-        (
-            "The {box} are painted {w}.",
-            "A label on one says number {x}.",
-            "{n} stacked them by the door.",
-            "The room is {y} steps long.",
-            "Someone left a {w} on top.",
-            "The delivery came at {x} o'clock.",
-            "{n} hummed a song while working.",
-            "Only {y} of the lights were on.",
-        ),
-    ),
+    "mul_words": Family("words", MUL_Q, "{a} groups of {b} make {ans} {item} in all.", LABELS),
 }
 WORDS = ["lamp", "kite", "blanket", "bucket", "ribbon", "candle", "basket", "drum"]
 
@@ -135,7 +130,7 @@ def families_for(split: str) -> list[str]:
         return list(FAMILIES)
     names = [k for k, f in FAMILIES.items() if f.split == split]
     if not names:
-        raise SystemExit(f"--split must be tune, heldout or all, got {split!r}")
+        raise SystemExit(f"--split must be tune, heldout, words or all, got {split!r}")
     return names
 
 
@@ -236,7 +231,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--split", default="heldout", help="tune | heldout | all: which template families")
+    ap.add_argument(
+        "--split", default="heldout", help="tune | heldout | words | all: which template families"
+    )
     ap.add_argument("--cases", type=int, default=12, help="cases per family")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(

@@ -410,10 +410,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             lam=0.05,
             normalize="none",
             penalty="mean",
+            optimizer="adam",
         ),
         # atmanrl 0.1's defaults (absolute restore loss; collapses on confident traces, see docs/saliency.md).
         "v0.1": dict(
-            parametrization="gate", init=0.5, steps=15, lr=0.2, lam=10.0, normalize="none", penalty="mean"
+            parametrization="gate",
+            init=0.5,
+            steps=15,
+            lr=0.2,
+            lam=10.0,
+            normalize="none",
+            penalty="mean",
+            optimizer="adam",
         ),
     }
 }
@@ -424,7 +432,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 class Learned(SaliencyMethod):
     """AtManRL: learn one mask parameter per CoT token so that the answer's log-prob is restored.
 
-    restore (default): minimise  -r(mask) + lam * penalty(g), where r is the restored share of the trace's gap
+    restore (default): minimise  -min(r(mask), target) + lam * penalty(g), r = the restored share of the gap
         r = (log p(A | mask) - log p(A | CoT removed)) / (log p(A | x, R) - log p(A | CoT removed))
         (normalize="gap"; normalize="none" uses -log p(A | mask), the absolute loss of atmanrl 0.1). With the gap,
         lam means the same thing on confident and unsure traces: a token stays open when its share of the gap
@@ -445,17 +453,17 @@ class Learned(SaliencyMethod):
     normalize: str = "gap"
     penalty: str = "sum"
     steps: int = 15
-    lr: float = 0.5
+    lr: float = 10.0  # sgd on the gap-normalised objective (adam: ~0.5)
     lam: float = 0.05
     init: float | None = (
         None  # gate/linear: initial g (restore 0.9, delete 0.9); additive: theta (-0.4, delete 0)
     )
     max_bias: float = 10.0  # linear only: the bias of a closed token (e^-10: removed)
     min_gap: float = 0.1  # gaps below this (nats) are normalised by it: such traces have nothing to restore
-    # adam moves every gate ~lr per step whatever its gradient (a sign-like race in which redundant copies of a
-    # token open together); sgd keeps the gradient's magnitudes, so the token that restores most opens first
-    # and its redundant copies close again. With normalize="gap" the sgd step is scale-free per trace.
-    optimizer: str = "adam"
+    # adam moves every gate ~lr per step whatever its gradient, so tokens with a weak pull open as far as strong
+    # ones; sgd keeps the gradient's magnitudes (with normalize="gap" its step is still scale-free per trace),
+    # which ranked padded CoTs below load-bearing ones more reliably in the study (docs/saliency.md).
+    optimizer: str = "sgd"
     # restore objective: no credit for restoring more than this share of the gap, so once the kept tokens carry
     # it, every further token only costs -- redundant copies and filler close (a minimal sufficient subset).
     target: float = 0.9
