@@ -181,7 +181,11 @@ def auc(pos: list[float], neg: list[float]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def score_case(sal: Saliency, relevant: tuple[int, int]) -> dict[str, float]:
+def score_case(
+    sal: Saliency, relevant: tuple[int, int], result: tuple[int, int] | None = None
+) -> dict[str, float]:
+    """hit@1, AUC and sink@1 against the relevant sentence; with `result` (the char span of the computed
+    number inside it) also auc_result: the result's tokens against the distractors' content tokens."""
     content = content_mask(sal.tokens)
     inside = [t.start < relevant[1] and t.end > relevant[0] for t in sal.tokens]
     idx = [i for i, c in enumerate(content) if c]
@@ -191,7 +195,28 @@ def score_case(sal: Saliency, relevant: tuple[int, int]) -> dict[str, float]:
         "hit1": float(inside[top]),
         "auc": auc([sal.scores[i] for i in idx if inside[i]], [sal.scores[i] for i in idx if not inside[i]]),
         "sink1": float(not content[top_all]),
+        **(
+            {}
+            if result is None
+            else {
+                "auc_result": auc(
+                    [
+                        sal.scores[i]
+                        for i in idx
+                        if sal.tokens[i].start < result[1] and sal.tokens[i].end > result[0]
+                    ],
+                    [sal.scores[i] for i in idx if not inside[i]],
+                )
+            }
+        ),
     }
+
+
+def result_span(case: Case) -> tuple[int, int]:
+    """Char span of the computed number (the answer) inside the relevant sentence."""
+    lo, hi = case.relevant
+    at = case.trace.reasoning.rindex(str(case.answer), lo, hi)
+    return at, at + len(str(case.answer))
 
 
 def run(model, tokenizer, cases: list[Case], method: str, batch_size: int = 12, **config) -> dict:
@@ -200,7 +225,7 @@ def run(model, tokenizer, cases: list[Case], method: str, batch_size: int = 12, 
         model, tokenizer, [c.trace for c in cases], method=method, batch_size=batch_size, **config
     )
     seconds = (time.perf_counter() - t0) / len(cases)
-    rows = [score_case(s, c.relevant) for s, c in zip(sals, cases, strict=True)]
+    rows = [score_case(s, c.relevant, result_span(c)) for s, c in zip(sals, cases, strict=True)]
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
     per_family = {}
     for fam in dict.fromkeys(c.family for c in cases):
@@ -212,16 +237,16 @@ def run(model, tokenizer, cases: list[Case], method: str, batch_size: int = 12, 
 def table(results: list[dict]) -> str:
     fams = list(results[0].get("families", {})) if results else []
     lines = [
-        "| method | config | hit@1 | AUC | sink@1 | s/case | "
+        "| method | config | hit@1 | AUC | AUC result | sink@1 | s/case | "
         + " | ".join(f"{f} hit@1/AUC" for f in fams)
         + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(fams),
+        "|---|---|---|---|---|---|---|" + "---|" * len(fams),
     ]
     for r in results:
         cfg = ", ".join(f"{k}={v}" for k, v in r["config"].items()) or "defaults"
         per = " | ".join(f"{r['families'][f]['hit1']:.2f} / {r['families'][f]['auc']:.2f}" for f in fams)
         lines.append(
-            f"| {r['method']} | {cfg} | {r['hit1']:.2f} | {r['auc']:.2f} | {r['sink1']:.2f} "
+            f"| {r['method']} | {cfg} | {r['hit1']:.2f} | {r['auc']:.2f} | {r['auc_result']:.2f} | {r['sink1']:.2f} "
             f"| {r['s_per_case']:.2f} | {per} |"
         )
     return "\n".join(lines)
