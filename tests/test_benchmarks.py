@@ -1,0 +1,39 @@
+"""The signal benchmarks build what they claim: correct, answer-carrying completions of every kind, and planted
+cases whose relevant span holds the result, split into disjoint template families."""
+
+import sys
+from pathlib import Path
+
+from atmanrl.data import get_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import planted  # noqa: E402
+import reward_validity  # noqa: E402
+
+
+def test_reward_validity_builds_correct_completions_of_every_kind(tokenizer, shared_data):
+    task, rows = reward_validity.problems("gsm8k", "tune", 3, shared_data)
+    _, report = reward_validity.problems("gsm8k", "report", 3, shared_data)
+    assert not {r.id for r in rows} & {r.id for r in report}  # tune and report never share a problem
+    records = reward_validity.build(task, rows, "tune", tokenizer)
+    assert [r["kind"] for r in records[:6]] == list(reward_validity.KINDS)
+    gsm8k = get_task("gsm8k")
+    for r in records:
+        parsed = gsm8k.parse(r["completion"])
+        assert gsm8k.is_correct(parsed.value, r["gold"]), r
+        hinted = "Hint" in r["prompt"][-1]["content"]
+        assert hinted == (r["kind"] in ("D", "C"))
+    by = {r["kind"]: r["completion"] for r in records[:6]}
+    n = {k: len(tokenizer(v, add_special_tokens=False)["input_ids"]) for k, v in by.items()}
+    assert n["V"] > n["L"] and abs(n["P"] - n["L"]) <= 20 and by["E"].endswith(by["L"])
+
+
+def test_planted_families_are_split_and_hold_their_result(tokenizer):
+    tune, held = planted.families_for("tune"), planted.families_for("heldout")
+    assert len(planted.FAMILIES) >= 3 and tune and held and not set(tune) & set(held)
+    for case in planted.make_cases(tokenizer, 4, 0, families=planted.families_for("all")):
+        lo, hi = planted.result_span(case)
+        assert case.trace.reasoning[lo:hi] == str(case.answer)
+        assert case.relevant[0] <= lo < hi <= case.relevant[1]
+        assert case.trace.answer.strip() == f"#### {case.answer}"
