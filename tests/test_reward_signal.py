@@ -47,7 +47,7 @@ def test_presets_fill_fields_and_explicit_options_win():
     with pytest.raises(UserError, match="paper"):
         make_method("learned", preset="nope")
     with pytest.raises(UserError, match="optimizer"):
-        make_method("learned", optimizer="lbfgs").scores(None, None, None, None)
+        make_method("learned", optimizer="lbfgs")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from .generate import render_prompt
 from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
-from .rewards import SALIENCY_VARIANTS
+from .rewards import SALIENCY_VARIANTS, cot_gap
 from .saliency import Trace, compute_saliency, get_method
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def score_traces(
                 row["answer_logprob"] = sal.answer_logprob
                 row["scores"][m] = sal.scores
                 row["seconds"][m] = sal.seconds
-                row["gap"] = sal.answer_logprob - sal.extras["suppressed_logprob"]
+                row["gap"] = cot_gap(sal)
                 if m == "learned":
                     kw = {"tau": tau, "margin": margin}
                     row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}

@@ -363,14 +363,15 @@ class SaliencyReward:
         rewards: list[float | None] = []
         it = iter(sals)
         fn = SALIENCY_VARIANTS[self.variant]
-        scored = []
+        scored, values = [], []
         for t in traces:
             sal = next(it) if t is not None else None
             if sal is None:
                 rewards.append(0.0)
             else:
                 scored.append(sal)
-                rewards.append(float(fn(sal, **self.variant_kw)))
+                values.append(float(fn(sal, **self.variant_kw)))
+                rewards.append(values[-1])
         rewards = finite_or_zero(rewards, "saliency")
         if log_metric is not None:
             n = max(len(scored), 1)
@@ -381,7 +382,7 @@ class SaliencyReward:
                     "saliency/mask_mean": sum(sum(s.scores) / max(len(s.scores), 1) for s in scored) / n,
                     "saliency/answer_logprob": sum(s.answer_logprob for s in scored) / n,
                     "saliency/gap": sum(cot_gap(s) for s in scored) / n,
-                    f"saliency/{self.variant}": sum(float(fn(s, **self.variant_kw)) for s in scored) / n,
+                    f"saliency/{self.variant}": sum(values) / n,
                 }
                 for k, v in stats.items():
                     log_metric(k, v if math.isfinite(v) else 0.0)

@@ -455,9 +455,8 @@ class Learned(SaliencyMethod):
     steps: int = 15
     lr: float = 10.0  # sgd on the gap-normalised objective (adam: ~0.5)
     lam: float = 0.05
-    init: float | None = (
-        None  # gate/linear: initial g (restore 0.9, delete 0.9); additive: theta (-0.4, delete 0)
-    )
+    # gate/linear: the initial g (0.9); additive: theta (restore -0.4, delete 0)
+    init: float | None = None
     max_bias: float = 10.0  # linear only: the bias of a closed token (e^-10: removed)
     min_gap: float = 0.1  # gaps below this (nats) are normalised by it: such traces have nothing to restore
     # adam moves every gate ~lr per step whatever its gradient, so tokens with a weak pull open as far as strong
@@ -468,10 +467,10 @@ class Learned(SaliencyMethod):
     # it, every further token only costs -- redundant copies and filler close (a minimal sufficient subset).
     target: float = 0.9
     # warm start: shift each gate's start by its first gradient (scaled per trace to at most +-warm_start logits).
-    # Adam then moves every gate by about the same steps, so tokens that close keep the gradient's order.
+    # With adam every gate then moves by about the same steps, so tokens that close keep the gradient's order.
     warm_start: float = 0.0
 
-    def _check(self) -> None:
+    def __post_init__(self) -> None:  # a bad option fails when the method is built, before any model work
         choices = {
             "parametrization": ("gate", "linear", "additive"),
             "objective": ("restore", "delete"),
@@ -484,16 +483,15 @@ class Learned(SaliencyMethod):
                 raise UserError(
                     f"learned: {name} must be one of {'|'.join(valid)}, got {getattr(self, name)!r}"
                 )
+        if self.parametrization != "additive" and self.init is not None and not 0 < self.init < 1:
+            raise UserError(f"learned: a gate init must lie in (0, 1), got {self.init}")
         if self.steps < 0 or self.lr <= 0:
             raise UserError(f"learned: steps must be >= 0 and lr > 0, got steps={self.steps}, lr={self.lr}")
 
     def scores(self, model, batch, prefix, base_lp, removed_lp=None):
-        self._check()
         sigmoid_gate = self.parametrization in ("gate", "linear")
         restore = self.objective == "restore"
         init = self.init if self.init is not None else (0.9 if sigmoid_gate else (-0.4 if restore else 0.0))
-        if sigmoid_gate and not 0 < init < 1:
-            raise UserError(f"learned: a gate init must lie in (0, 1), got {init}")
         start = math.log(init / (1 - init)) if sigmoid_gate else init
         valid = batch.cot_valid.float()
         n_valid = valid.sum(-1).clamp(min=1)
