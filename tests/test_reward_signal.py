@@ -3,6 +3,7 @@ breaks a GRPO step."""
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from atmanrl.errors import UserError
 from atmanrl.generate import render_prompt
 from atmanrl.rewards import SaliencyReward, cot_gap, get_reward, needed_share
 from atmanrl.saliency import PRESETS, Learned, Trace, compute_saliency, make_method
-from conftest import SHARED_DATA, make_tiny_model
+from conftest import make_tiny_model
 from test_saliency_reward import fake_saliency
 
 PROMPT = [{"role": "user", "content": "Question: Ann has 2 pens and gets 3 more. How many pens?"}]
@@ -136,10 +137,10 @@ def test_a_trace_that_fails_alone_costs_only_its_own_reward(policy, tokenizer, m
 # ------------------------------------------------------------------------ the embedded model (slow)
 
 
-def _gsm8k_pairs(n: int):
+def _gsm8k_pairs(data: Path, n: int):
     import json
 
-    rows = [json.loads(line) for line in (SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()[:40]]
+    rows = [json.loads(line) for line in (data / "gsm8k" / "test.jsonl").read_text().splitlines()[:40]]
     rng = random.Random(3)
     rows = [r for r in rows if len(r["answer"]) < 400]
     picked = rng.sample(rows, n + 1)
@@ -159,12 +160,12 @@ def _gsm8k_pairs(n: int):
 
 
 @pytest.mark.slow
-def test_load_bearing_cot_beats_a_decorative_one_on_the_real_model(real_model):
+def test_load_bearing_cot_beats_a_decorative_one_on_the_real_model(real_model, shared_data):
     """L: the problem's own rationale. D: the answer is hinted in the prompt and the CoT is another problem's.
     The default reward must score L above D on each pair (measured on 30 in benchmarks/reward_validity.py)."""
     model, tok = real_model
     fn = get_reward("saliency", task="gsm8k", model=model, tokenizer=tok)
-    for q, hinted, load_bearing, decorative, gold in _gsm8k_pairs(3):
+    for q, hinted, load_bearing, decorative, gold in _gsm8k_pairs(shared_data, 3):
         lv, dv = fn([q, hinted], [load_bearing, decorative], gold=[gold, gold])
         assert lv > dv, (lv, dv, load_bearing)
     assert torch.is_grad_enabled()
