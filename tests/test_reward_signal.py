@@ -67,6 +67,20 @@ def test_gap_normalised_scores_are_gates_and_steps_zero_is_the_init(policy, toke
     assert still.scores == pytest.approx([Learned().init or 0.9] * len(still.scores))
 
 
+@pytest.mark.parametrize("chain_by", ["leave_one_out", "mask", "gradient"])
+def test_the_chain_only_ever_raises_a_score_and_stays_a_gate(policy, tokenizer, chain_by):
+    """score_i = max(g_i, decay * g_j * h_ji): the hop adds reasons, never takes the first pass's away."""
+    trace = _trace(tokenizer)
+    opts = dict(steps=4, min_gap=1e-9, chain_min=0.0)  # a random model's gates barely move: chain from any
+    [plain] = compute_saliency(policy, tokenizer, [trace], "learned", **opts)
+    [hop] = compute_saliency(policy, tokenizer, [trace], "learned", chain=True, chain_by=chain_by, **opts)
+    assert all(h >= p - 1e-6 for h, p in zip(hop.scores, plain.scores, strict=True))
+    assert all(0.0 <= s <= 1.0 for s in hop.scores)
+    assert hop.config["chain"] and not plain.config["chain"]
+    with pytest.raises(UserError, match="chain_by"):
+        make_method("learned", chain_by="twice")
+
+
 # min_gap: a random tiny model's gap is far below the 0.1-nat floor that protects real traces from noise
 CONFIGS = (("gap", {"min_gap": 1e-9}), ("none", {"preset": "v0.1", "lam": 0.01}))
 
@@ -169,3 +183,30 @@ def test_load_bearing_cot_beats_a_decorative_one_on_the_real_model(real_model, s
         lv, dv = fn([q, hinted], [load_bearing, decorative], gold=[gold, gold])
         assert lv > dv, (lv, dv, load_bearing)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.slow
+def test_the_chained_preset_finds_the_computation_behind_a_copied_result(real_model):
+    """Planted tuning family: "a * b = ans." among small talk. The answer copies ans; the chain must also rank
+    the operands a and b above the distractors' content tokens, which the one-hop mask does not."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import planted
+
+    model, tok = real_model
+    cases = planted.make_cases(tok, 4, seed=0, families=["mul_smalltalk"])
+    traces = [c.trace for c in cases]
+    aucs = {}
+    for name, opts in (("plain", {}), ("chained", {"preset": "chained"})):
+        sals = compute_saliency(model, tok, traces, "learned", batch_size=4, **opts)
+        rows = [planted.score_case(s, c.relevant) for s, c in zip(sals, cases, strict=True)]
+        aucs[name] = sum(r["auc"] for r in rows) / len(rows)
+        assert sum(r["hit1"] for r in rows) >= 3, (name, rows)
+    assert aucs["chained"] > aucs["plain"] + 0.05, aucs
+
+
+def test_the_cli_offers_every_preset_of_the_learned_mask():
+    from atmanrl.cli import LEARNED_PRESETS
+
+    assert set(LEARNED_PRESETS) == set(PRESETS["learned"])

@@ -10,6 +10,9 @@ from collections.abc import Callable
 
 from .errors import UserError
 
+# saliency.PRESETS["learned"] (a test keeps them equal): spelled out so that `--help` does not import torch
+LEARNED_PRESETS = ("chained", "paper", "v0.1")
+
 log = logging.getLogger("atmanrl")
 
 EPILOG = """examples:
@@ -168,6 +171,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         tau=args.tau,
         margin=args.margin,
+        preset=args.preset,
     )
     if not rows:
         raise UserError(
@@ -217,6 +221,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         seed=args.seed,
         tau=args.tau,
         margin=args.margin,
+        preset=args.preset,
     )
     rows = [g | s for g, s in zip(usable, scored)]
     write_heatmap(args.html, rows, title=f"atmanrl explain: {args.model} on {task.name}")
@@ -243,6 +248,13 @@ def add_saliency_args(p: argparse.ArgumentParser, default_methods: str) -> None:
         help="query rows that see the mask: the answer's (default) or every row after the token",
     )
     g.add_argument("--steps", type=int, default=None, help="mask optimisation steps for `learned`")
+    g.add_argument(
+        "--preset",
+        default=None,
+        choices=LEARNED_PRESETS,
+        help="named setting of `learned`: chained (one more hop: the computation behind a copied result; "
+        "2.7x the cost), paper (the paper's additive mask), v0.1 (atmanrl 0.1). Default: the library's",
+    )
     g.add_argument(
         "--margin",
         type=float,

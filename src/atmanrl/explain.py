@@ -14,7 +14,7 @@ from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
 from .rewards import SALIENCY_VARIANTS, cot_gap
-from .saliency import Trace, compute_saliency, get_method
+from .saliency import PRESETS, Trace, compute_saliency, get_method
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,18 @@ def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None, max_tokens: 
     return trace
 
 
-def method_options(method: str, scope: str, steps: int | None, seed: int) -> dict[str, Any]:
-    """Only the options a method has (a method without `steps` must not receive it)."""
+def method_options(
+    method: str, scope: str, steps: int | None, seed: int, preset: str | None = None
+) -> dict[str, Any]:
+    """Only the options a method has (a method without `steps` or presets must not receive them)."""
     from dataclasses import fields
 
     known = {f.name for f in fields(get_method(method))}
     opts: dict[str, Any] = {"scope": scope, "steps": steps, "seed": seed}
-    return {k: v for k, v in opts.items() if k in known and v is not None}
+    out = {k: v for k, v in opts.items() if k in known and v is not None}
+    if preset is not None and method in PRESETS:
+        out["preset"] = preset
+    return out
 
 
 def score_traces(
@@ -91,6 +96,7 @@ def score_traces(
     batch_size: int = 8,
     tau: float = 0.5,
     margin: float = 1.0,
+    preset: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per trace: tokens, scores and seconds per method, the answer log-prob, and the saliency rewards."""
     for m in methods:
@@ -102,7 +108,12 @@ def score_traces(
             for lo in range(0, len(traces), batch_size):
                 chunk = traces[lo : lo + batch_size]
                 sals += compute_saliency(
-                    model, tokenizer, chunk, m, batch_size=batch_size, **method_options(m, scope, steps, seed)
+                    model,
+                    tokenizer,
+                    chunk,
+                    m,
+                    batch_size=batch_size,
+                    **method_options(m, scope, steps, seed, preset),
                 )
                 advance(len(chunk))
             for row, sal in zip(out, sals):
