@@ -337,6 +337,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ab(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .ab import ABConfig, main
+
+    cfg = ABConfig(
+        output=args.output,
+        model=args.model,
+        outcome_recipe=args.outcome_recipe,
+        atmanrl_recipe=args.atmanrl_recipe,
+        seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+        max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        overrides=tuple(shlex.split(args.train_args)),
+        eval_task=args.eval_task,
+        eval_level=args.eval_level,
+        eval_limit=args.eval_limit,
+        eval_seed=args.eval_seed,
+    )
+    path = main(cfg)
+    print(f"ab={path}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .report import compare_runs, print_compare, write_compare
 
@@ -479,6 +503,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", default=None, help="comma-separated display names (default: folder names)")
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "ab",
+        help="outcome-only GRPO vs AtManRL: train both per seed, evaluate, one report with 95%% intervals",
+        description="Train the outcome-only and the AtManRL recipe with the same seeds, data and budget, "
+        "evaluate the base model and every run on the same held-out problems, and write OUT/ab.html and "
+        "OUT/ab.json (bootstrap 95%% intervals over problems, paired differences, training curves). "
+        "Finished runs and evaluations are reused; interrupted runs resume.",
+    )
+    p.add_argument(
+        "--output", "-o", default="runs/ab", metavar="OUT", help="output folder (default: %(default)s)"
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct", help="base model for both arms")
+    p.add_argument(
+        "--outcome-recipe", default="smollm2-135m/arith_outcome.yaml", help="YAML path or recipe name"
+    )
+    p.add_argument(
+        "--atmanrl-recipe", default="smollm2-135m/arith_atmanrl.yaml", help="YAML path or recipe name"
+    )
+    p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=60, help="GRPO steps per run (default: %(default)s)")
+    p.add_argument("--save-steps", type=int, default=10, help="checkpoint every N steps (resume point)")
+    p.add_argument("--eval-task", default="arith", help="held-out task (default: %(default)s)")
+    p.add_argument("--eval-level", type=int, default=1, help="arith level of the held-out problems")
+    p.add_argument("--eval-limit", type=int, default=100, help="held-out problems (default: %(default)s)")
+    p.add_argument(
+        "--eval-seed", type=int, default=1234, help="which held-out problems (same for every model)"
+    )
+    p.add_argument(
+        "--train-args",
+        default="",
+        help="extra train options for both arms, e.g. '--num_generations 8 --max_completion_length 64'",
+    )
+    p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser(
         "train",

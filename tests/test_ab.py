@@ -1,0 +1,132 @@
+"""The A/B harness: bootstrap statistics, reuse and resume of runs, and the per-problem comparison."""
+
+import json
+import random
+
+import pytest
+
+from atmanrl import ab
+from atmanrl.ab import ABConfig
+from atmanrl.ab_report import analyse, markdown, per_problem, render
+from atmanrl.data import get_task
+from atmanrl.errors import UserError
+from atmanrl.stats import bootstrap_ci, excludes_zero, grouped_spearman, paired_diff_ci, ranks, spearman
+
+
+def test_bootstrap_intervals_cover_the_mean_and_are_seeded():
+    rng = random.Random(0)
+    xs = [rng.gauss(1.0, 1.0) for _ in range(200)]
+    m, lo, hi = bootstrap_ci(xs)
+    assert lo < m < hi and hi - lo < 0.5
+    assert bootstrap_ci(xs) == (m, lo, hi)  # same inputs, same interval
+    assert bootstrap_ci([]) == (None, None, None)
+
+
+def test_paired_differences_see_a_shift_that_unpaired_noise_would_hide():
+    rng = random.Random(1)
+    base = [rng.gauss(0, 5) for _ in range(100)]  # large between-problem spread
+    shifted = [b + 0.3 + rng.gauss(0, 0.1) for b in base]
+    d, lo, hi = paired_diff_ci(shifted, base)
+    assert d == pytest.approx(0.3, abs=0.05) and excludes_zero(lo, hi)
+    d, lo, hi = paired_diff_ci(base, base)
+    assert (d, lo, hi) == (0.0, 0.0, 0.0) and not excludes_zero(lo, hi)
+    assert paired_diff_ci([1.0, None], [None, 2.0]) == (None, None, None)
+    with pytest.raises(ValueError):
+        paired_diff_ci([1.0], [1.0, 2.0])
+
+
+def test_spearman_handles_ties_and_constant_groups():
+    assert ranks([3, 1, 3, 2]) == [3.5, 1.0, 3.5, 2.0]
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None  # GRPO sees no difference in a constant group
+    rho, lo, hi, n = grouped_spearman([[1, 2, 3], [0, 0, 0], [1, 2, 3]], [[1, 2, 3], [1, 2, 3], [3, 2, 1]])
+    assert n == 2 and rho == pytest.approx(0.0) and lo <= 0 <= hi
+
+
+def _fake_eval(folder, rows, rewards):
+    folder.mkdir(parents=True)
+    (folder / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "metrics.json").write_text("{}")
+    (folder / "saliency_reward.json").write_text(json.dumps(rewards))
+
+
+def _row(i, reasoning, pred, gold, early, mistake, filler):
+    return {
+        "id": f"p{i}",
+        "reasoning": reasoning,
+        "pred": pred,
+        "gold": gold,
+        "correct": pred == gold,
+        "early_answering": dict(zip(("0.0", "0.5", "1.0"), early, strict=True)),
+        "adding_mistakes": {"value": mistake},
+        "filler": filler,
+    }
+
+
+def test_per_problem_metrics_follow_the_eval_rows(tmp_path, tokenizer):
+    rows = [
+        _row(0, "3 + 4 = 7.\n", "7", "7", ["1", "7", "7"], "8", "2"),  # answers early, mistake changes it
+        _row(1, "The friend is nice, so the answer is 5.\n", "5", "6", ["1", "2", "5"], "5", "5"),
+    ]
+    _fake_eval(tmp_path / "e", rows, {"p0": 0.8, "p1": 0.0})
+    m = per_problem(tmp_path / "e", get_task("arith"), tokenizer)
+    assert m["accuracy"] == {"p0": 1.0, "p1": 0.0}
+    assert m["mistake_changed"] == {"p0": 1.0, "p1": 0.0}
+    assert m["filler_agreement"] == {"p0": 0.0, "p1": 1.0}
+    assert m["early_aoc"]["p0"] < m["early_aoc"]["p1"]  # p1 needs its whole CoT
+    assert m["number_share"]["p0"] > m["number_share"]["p1"]
+    assert m["stop_word_share"]["p0"] < m["stop_word_share"]["p1"]
+    assert m["saliency_reward"] == {"p0": 0.8, "p1": 0.0}
+
+
+def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokenizer, monkeypatch):
+    """An AtManRL arm with denser, shorter CoTs on every problem: its differences exclude 0 and point the
+    paper's way; the outcome arm equals the base and shows no effect."""
+    cfg = ABConfig(output=str(tmp_path), seeds=(0,), n_boot=200)
+    monkeypatch.setattr("atmanrl.ab_report.curves", lambda path: [{"step": 1, "reward": 0.5}])
+    verbose = (
+        "Well, we have the numbers here and then we add them together so that we get {} as the answer.\n"
+    )
+    n = 30
+    for name in ("base", "outcome-s0"):
+        rows = [
+            _row(i, verbose.format(i + 2), str(i + 2), str(i + 2), ["1", "1", "1"], "1", "1")
+            for i in range(n)
+        ]
+        _fake_eval(tmp_path / "eval" / name, rows, {f"p{i}": 0.1 for i in range(n)})
+    dense = [
+        _row(i, f"{i} + 2 = {i + 2}.\n", str(i + 2), str(i + 2), ["1", "1", "1"], "1", "1") for i in range(n)
+    ]
+    _fake_eval(tmp_path / "eval" / "atmanrl-s0", dense, {f"p{i}": 0.6 for i in range(n)})
+    result = analyse(cfg)
+    m = result["metrics"]
+    assert result["n_problems"] == n
+    assert m["cot_tokens"]["atmanrl-outcome"]["excludes_0"] and m["cot_tokens"]["same_direction_as_paper"]
+    assert m["number_share"]["same_direction_as_paper"] and m["stop_word_share"]["same_direction_as_paper"]
+    assert not m["cot_tokens"]["outcome-base"]["excludes_0"]
+    assert m["saliency_reward"]["atmanrl-outcome"]["diff"] == pytest.approx(0.5)
+    assert "| CoT tokens |" in markdown(result)
+    html = render(result)
+    assert "<img" in html and "AtManRL − outcome" in html
+
+
+def test_finished_runs_are_reused_and_unfinished_ones_resume(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ab, "_cli", lambda argv, log: calls.append(argv))
+    cfg = ABConfig(output=str(tmp_path), seeds=(0, 1), max_steps=3)
+    done = ab.run_dir(cfg, "outcome", 0) / "ab_done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    ab.train_all(cfg)
+    trained = [(a[a.index("--output_dir") + 1], a[a.index("--seed") + 1]) for a in calls]
+    assert (str(ab.run_dir(cfg, "outcome", 0)), "0") not in trained and len(trained) == 3
+    assert all(a[a.index("--resume") + 1] == "true" and a[a.index("--max_steps") + 1] == "3" for a in calls)
+    assert (ab.run_dir(cfg, "atmanrl", 1) / "ab_done.json").exists()
+
+
+def test_bad_settings_fail_before_any_work(tmp_path):
+    with pytest.raises(UserError, match="recipe"):
+        ABConfig(output=str(tmp_path), outcome_recipe="nope.yaml").validate()
+    with pytest.raises(UserError, match="seeds"):
+        ABConfig(output=str(tmp_path), seeds=()).validate()
