@@ -60,8 +60,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL,
         help="embedded alias, Hugging Face id or local folder (default: %(default)s)",
     )
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    g.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="auto: bfloat16 on a GPU that supports it, else float32 (default: %(default)s)",
+    )
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda, then mps, then cpu), or a torch device (default: %(default)s)",
+    )
     g.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -87,11 +96,14 @@ def load_examples(args: argparse.Namespace):
 
 
 def model_from_args(args: argparse.Namespace):
-    from .models import load_model
+    from .models import best_device, load_model, resolve_dtype
 
-    return load_model(
-        args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+    device = best_device() if args.device == "auto" else args.device
+    dtype = resolve_dtype(args.dtype, device)
+    logging.getLogger("atmanrl").info(
+        "model %s on %s, %s", args.model, device, str(dtype).replace("torch.", "")
     )
+    return load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -361,6 +373,30 @@ def cmd_ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipes import RECIPES, copy_recipe, describe, list_recipes
+
+    if args.action == "copy":
+        if not args.name:
+            raise UserError(
+                "recipes copy needs a recipe name: atmanrl recipes copy smollm2-135m/arith_atmanrl.yaml"
+            )
+        out = copy_recipe(args.name, args.dest, force=args.force)
+        print(f"copied {args.name} to {out}; train with: atmanrl train {out}")
+        return 0
+    if args.action == "show":
+        from .recipes import recipe_path
+
+        print(recipe_path(args.name or "").read_text(encoding="utf-8"), end="")
+        return 0
+    names = list_recipes()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {describe(name)}")
+    print(f"\n({RECIPES}) copy one to edit it: atmanrl recipes copy NAME [DEST]")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .report import compare_runs, print_compare, write_compare
 
@@ -505,6 +541,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
+        "recipes",
+        help="list the training recipes that ship with atmanrl, show one, or copy one out to edit",
+        description="atmanrl recipes | atmanrl recipes show NAME | atmanrl recipes copy NAME [DEST]",
+    )
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "copy"])
+    p.add_argument("name", nargs="?", default=None, help="recipe name, e.g. smollm2-135m/arith_atmanrl.yaml")
+    p.add_argument("dest", nargs="?", default=None, help="copy: destination file or folder (default: .)")
+    p.add_argument("--force", action="store_true", help="copy: overwrite an existing file")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser(
         "ab",
         help="outcome-only GRPO vs AtManRL: train both per seed, evaluate, one report with 95%% intervals",
         description="Train the outcome-only and the AtManRL recipe with the same seeds, data and budget, "
@@ -577,9 +624,27 @@ def _setup_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if debug else logging.ERROR)
 
 
+def _split_train(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """(atmanrl's global options, everything after `train`) when the command is `train`, else None.
+
+    `train` takes TRL's options (hundreds, some named like ours, e.g. --debug), so argparse never sees them:
+    `atmanrl --debug train R.yaml --debug underflow_overflow` gives each its own --debug.
+    """
+    for i, a in enumerate(argv):
+        if not a.startswith("-"):
+            return (argv[:i], argv[i + 1 :]) if a == "train" else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    split = _split_train(argv)
+    if split is not None:
+        args = parser.parse_args([*split[0], "train"])
+        args.rest = split[1]
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

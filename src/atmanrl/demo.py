@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .progress import console
 
-ROOT = Path(__file__).resolve().parents[2]
+RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
 def run(title: str, argv: list[str]) -> None:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=6, help="problems for generation and for each evaluation")
     p.add_argument(
         "--recipes",
-        default=str(ROOT / "recipes" / "smollm2-135m"),
+        default=str(RECIPES / "smollm2-135m"),
         help="folder with arith_outcome.yaml and arith_atmanrl.yaml",
     )
     args = p.parse_args(argv)

@@ -19,14 +19,11 @@ results); `metrics.json` is the dict without `generations`.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import random
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -484,15 +481,9 @@ def summarize_curves(curves: list[dict[str, list[float]]], ks) -> dict[str, Any]
 
 
 def load_planted():
-    """benchmarks/planted.py from the source checkout (it is not part of the installed package)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "planted.py"
-    if not path.is_file():
-        raise UserError(f"--planted needs a source checkout with {path}; run without --planted")
-    spec = importlib.util.spec_from_file_location("atmanrl_planted_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there while the file executes
-    spec.loader.exec_module(module)
-    return module
+    from . import planted
+
+    return planted
 
 
 def evaluate(

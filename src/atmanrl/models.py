@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -79,11 +80,53 @@ def materialize_embedded(alias: str = DEFAULT_MODEL) -> Path:
     return target
 
 
+def _looks_local(name: str) -> bool:
+    """A path, not a Hub id ("org/name"): absolute, relative (./ ../ ~) or with more than one slash."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """Map an alias to its materialised folder; pass ids and paths through."""
+    """Map an alias to its materialised folder; check local folders; pass Hub ids through."""
     if name_or_path in EMBEDDED:
         return str(materialize_embedded(name_or_path))
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and not (path / "config.json").exists():
+        checkpoints = sorted(
+            path.glob("checkpoint-*"),
+            key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
+        )
+        if checkpoints:
+            raise UserError(
+                f"{name_or_path} has no final model (its run was interrupted?): pass its latest checkpoint "
+                f"{checkpoints[-1]}, or resume the run with `atmanrl train RECIPE --output_dir {name_or_path} "
+                "--resume true`"
+            )
+        raise UserError(f"{name_or_path} is a folder without config.json: pass a model folder")
+    if not path.exists() and _looks_local(name_or_path):
+        raise UserError(f"no such folder: {name_or_path}")
     return name_or_path
+
+
+def best_device() -> str:
+    """cuda, then mps, then cpu: the `auto` device."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: torch.dtype | str, device: str | None = None) -> torch.dtype:
+    """A torch dtype from its name; "auto" is bfloat16 on a GPU that supports it, else float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        on_cuda = (device or best_device()).startswith("cuda")
+        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise UserError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    return value
 
 
 def prepare_tokenizer(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -107,6 +150,8 @@ def load_model(
     device: str | None = None,
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
+    revision: str | None = None,
+    quantization_config: Any = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load `(model, tokenizer)` in eval mode.
 
@@ -116,12 +161,17 @@ def load_model(
     if trust_remote_code:
         log.warning("trust_remote_code=True: code from %s will run on this machine", name_or_path)
     path = resolve_model_path(name_or_path)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    dtype = resolve_dtype(dtype, device)
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        hub = {"revision": revision} if revision and name_or_path not in EMBEDDED else {}
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+            path,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            quantization_config=quantization_config,
+            **hub,
         )
     except OSError as e:
         hint = (

@@ -333,7 +333,9 @@ class SaliencyReward:
                 out.append(None)
         return out
 
-    def __call__(self, prompts, completions, completion_ids=None, gold=None, log_metric=None, **columns):
+    def __call__(
+        self, prompts, completions, completion_ids=None, gold=None, log_metric=None, log_extra=None, **columns
+    ):
         import time
 
         import torch
@@ -373,6 +375,14 @@ class SaliencyReward:
                 values.append(float(fn(sal, **self.variant_kw)))
                 rewards.append(values[-1])
         rewards = finite_or_zero(rewards, "saliency")
+        if log_extra is not None:  # per-rollout columns of TRL's completion logs (completions/*.parquet)
+            it = iter(sals)
+            per = [next(it) if t is not None else None for t in traces]
+            log_extra("saliency_gap", [round(cot_gap(s), 3) if s is not None else None for s in per])
+            log_extra(
+                "saliency_needed",
+                ["" if s is None else " | ".join(t.text.strip() for t, _ in s.top(5)) for s in per],
+            )
         if log_metric is not None:
             n = max(len(scored), 1)
             log_metric("saliency/eligible_frac", len(scored) / max(len(traces), 1))

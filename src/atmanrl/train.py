@@ -27,7 +27,9 @@ class TrainScriptArguments:
     """atmanrl's own recipe keys (the rest are TRL's `GRPOConfig` and `ModelConfig`)."""
 
     task: str = field(default="arith", metadata={"help": "task: arith, gsm8k or mmlu"})
-    data_dir: str | None = field(default=None, metadata={"help": "local GSM8K/MMLU copy (default: the Hub)"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "local GSM8K/MMLU copy; unset: download from the Hub"}
+    )
     dataset_split: str = field(default="train", metadata={"help": "split to train on"})
     limit: int | None = field(default=None, metadata={"help": "use at most N training problems"})
     level: int = field(default=1, metadata={"help": "arith difficulty level"})
@@ -69,6 +71,12 @@ class TrainScriptArguments:
         default=False, metadata={"help": "continue from the latest checkpoint-N in output_dir"}
     )
     dry_run: bool = field(default=False, metadata={"help": "validate the recipe without loading weights"})
+    eval_limit: int = field(
+        default=64,
+        metadata={
+            "help": "held-out problems for evaluation during training (with eval_strategy steps/epoch)"
+        },
+    )
     plot: bool = field(default=True, metadata={"help": "write training_curves.png to output_dir at the end"})
 
 
@@ -101,11 +109,9 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
     """(script args, GRPOConfig, ModelConfig) from a YAML recipe plus `--key value` overrides."""
     args = list(overrides)
     if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise UserError(
-                f"recipe {path} not found: pass a YAML file, e.g. recipes/smollm2-135m/arith_atmanrl.yaml"
-            )
+        from .recipes import recipe_path
+
+        path = recipe_path(recipe)
         _check_recipe_keys(path)
         args = ["--config", str(path), *args]
     parser = make_parser()
@@ -143,12 +149,20 @@ def task_from(script: TrainScriptArguments):
     return get_task(script.task, **_task_kw(script))
 
 
-def build_dataset(script: TrainScriptArguments, seed: int):
-    """A `datasets.Dataset` with conversational `prompt`s and the `gold`/`task` columns the rewards read."""
+def _evaluates(training_args) -> bool:
+    return str(getattr(training_args, "eval_strategy", "no")).split(".")[-1].lower() != "no"
+
+
+def build_dataset(script: TrainScriptArguments, seed: int, split: str | None = None):
+    """A `datasets.Dataset` with conversational `prompt`s and the `gold`/`task` columns the rewards read.
+
+    `split` "test" is the evaluation set: `eval_limit` problems of the task's held-out split."""
     from datasets import Dataset
 
     task = task_from(script)
-    examples = task.load(script.data_dir, split=script.dataset_split, limit=script.limit, seed=seed)
+    split = split or script.dataset_split
+    limit = script.eval_limit if split != script.dataset_split else script.limit
+    examples = task.load(script.data_dir, split=split, limit=limit, seed=seed)
     if not examples:
         raise UserError(f"no training examples for task {script.task!r}: check data_dir / dataset_split")
     return Dataset.from_list(
@@ -200,20 +214,28 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
 
 
-def dry_run(script, training_args, model_args) -> list[str]:
-    """Check everything a run needs except the weights. Returns report lines; raises on a blocking problem."""
-    from .models import EMBEDDED
+def dry_run(script, training_args, model_args) -> tuple[list[str], list[str]]:
+    """Check everything a run needs except the weights: (report lines, problems that would stop the run here)."""
+    import importlib.util
 
+    from .attention import SUPPORTED
+    from .models import EMBEDDED, resolve_dtype
+
+    problems: list[str] = []
     lines = [f"recipe keys: ok (output_dir={training_args.output_dir}, max_steps={training_args.max_steps})"]
     build_rewards(script, training_args.reward_weights)
     lines.append(
         f"rewards: {', '.join(script.rewards)} (weights {training_args.reward_weights or 'all 1.0'})"
     )
-    try:
-        n = len(build_dataset(script, training_args.seed))
-        lines.append(f"data: {script.task}/{script.dataset_split} reachable, {n} examples")
-    except UserError as e:
-        lines.append(f"data: NOT reachable here: {e}")
+    for split, what in (
+        (script.dataset_split, "data"),
+        *((("test", "eval data"),) if _evaluates(training_args) else ()),
+    ):
+        try:
+            n = len(build_dataset(script, training_args.seed, split=split))
+            lines.append(f"{what}: {script.task}/{split} reachable, {n} examples")
+        except UserError as e:
+            problems.append(f"{what}: {script.task}/{split} NOT reachable here: {e}")
     name = model_args.model_name_or_path
     if name in EMBEDDED:
         lines.append(f"model: embedded alias {name}")
@@ -221,7 +243,23 @@ def dry_run(script, training_args, model_args) -> list[str]:
         lines.append(f"model: local folder {name}")
     else:
         lines.append(f"model: Hugging Face id {name} (downloaded at train time unless cached)")
-    return lines
+    try:
+        dtype = resolve_dtype(model_args.dtype or "float32", "cpu" if training_args.use_cpu else None)
+        lines.append(f"dtype: {str(dtype).replace('torch.', '')}")
+    except UserError as e:
+        problems.append(f"dtype: {e}")
+    impl = model_args.attn_implementation or "sdpa"
+    if "saliency" in script.rewards and impl not in SUPPORTED:
+        problems.append(
+            f"attn_implementation: the saliency reward manipulates attention, which needs "
+            f"{' or '.join(SUPPORTED)}, not {impl!r}: set attn_implementation: sdpa"
+        )
+    if getattr(training_args, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+        problems.append("use_vllm: vLLM is not installed here: pip install vllm, or set use_vllm: false")
+    if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
+        if importlib.util.find_spec("bitsandbytes") is None:
+            problems.append("load_in_4bit/8bit: bitsandbytes is not installed here: pip install bitsandbytes")
+    return lines, problems
 
 
 class FinalCheckpoint(TrainerCallback):
@@ -270,32 +308,46 @@ def plot_curves(log_history: list[dict[str, Any]], path: str | Path) -> Path | N
 
 def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, Any]:
     from transformers import set_seed
-    from trl import GRPOTrainer, get_peft_config
+    from trl import GRPOTrainer, get_peft_config, get_quantization_config
     from trl.trainer.callbacks import RichProgressCallback
 
-    from .models import load_model, resolve_model_path
+    from .models import load_model, resolve_dtype, resolve_model_path
 
     if script.dry_run:
-        for line in dry_run(script, training_args, model_args):
+        lines, problems = dry_run(script, training_args, model_args)
+        for line in lines:
             print(line)
-        return {"dry_run": True}
+        for p in problems:
+            print(f"PROBLEM {p}")
+        print(
+            "dry run: ok, the run can start here" if not problems else f"dry run: {len(problems)} problem(s)"
+        )
+        return {"dry_run": True, "problems": problems}
 
     set_seed(training_args.seed)
     dataset = build_dataset(script, training_args.seed)
     reward_funcs = build_rewards(script, training_args.reward_weights)
 
+    eval_dataset = (
+        build_dataset(script, training_args.seed, split="test") if _evaluates(training_args) else None
+    )
+
     path = resolve_model_path(model_args.model_name_or_path)
     model, tokenizer = load_model(
         path,
-        dtype=model_args.dtype or "float32",
+        dtype=resolve_dtype(model_args.dtype or "float32", "cpu" if training_args.use_cpu else None),
         attn_implementation=model_args.attn_implementation or "sdpa",
         trust_remote_code=getattr(training_args, "trust_remote_code", False),
+        revision=model_args.model_revision,
+        quantization_config=get_quantization_config(model_args),
     )
     if training_args.gradient_checkpointing:
         model.config.use_cache = False
 
-    resume = None
-    if script.resume:
+    resume = training_args.resume_from_checkpoint  # TRL's key: a checkpoint path
+    if resume and not Path(resume).is_dir():
+        raise UserError(f"resume_from_checkpoint: no such checkpoint folder {resume}")
+    if script.resume and not resume:
         resume = latest_checkpoint(training_args.output_dir)
         if resume is None:
             log.warning("--resume: no checkpoint in %s, starting from scratch", training_args.output_dir)
@@ -305,6 +357,7 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         callbacks=[RichProgressCallback(), FinalCheckpoint()],
@@ -330,18 +383,65 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
     return summary
 
 
+USAGE = """usage: atmanrl train RECIPE.yaml [--key value ...]
+
+Train with GRPO (TRL's GRPOTrainer) on a recipe: a YAML of atmanrl's keys below plus TRL's GRPOConfig and
+ModelConfig keys. `--key value` pairs, before or after the recipe, override it; `--config RECIPE.yaml` works too.
+
+  atmanrl recipes                                        # the recipes that ship with atmanrl
+  atmanrl train recipes/smollm2-135m/arith_atmanrl.yaml --max_steps 10 --output_dir runs/try
+  atmanrl train RECIPE.yaml --dry-run                    # check data, model, rewards and setup; no training
+  atmanrl train RECIPE.yaml --resume true                # continue from the latest checkpoint-N
+"""
+
+
+def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(recipe, overrides): the recipe is `--config PATH` or the first .yaml/.yml token, wherever it stands."""
+    args = list(argv)
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise UserError(
+                "--config needs a recipe path, e.g. --config recipes/smollm2-135m/arith_atmanrl.yaml"
+            )
+        return args[i + 1], args[:i] + args[i + 2 :]
+    for i, a in enumerate(args):
+        if a.endswith((".yaml", ".yml")) and not a.startswith("-"):
+            return a, args[:i] + args[i + 1 :]
+    return None, args
+
+
+def print_help() -> None:
+    """atmanrl's keys first (what a recipe author needs), then TRL's full GRPOConfig and ModelConfig keys."""
+    from transformers import HfArgumentParser
+
+    print(USAGE)
+    own = HfArgumentParser(TrainScriptArguments, prog="atmanrl train", add_help=False).format_help()
+    lines = own.splitlines()
+    print("atmanrl keys:")
+    print("\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("options")) + 1 :]))
+    print("\nTRL's GRPOConfig and ModelConfig keys (https://huggingface.co/docs/trl):")
+    full = make_parser().format_help().splitlines()
+    start = next((i for i, line in enumerate(full) if line.strip().startswith("--output_dir")), 0)
+    print("\n".join(full[start:]))
+
+
 def cli(argv: list[str]) -> int:
     """Entry for `atmanrl train RECIPE.yaml [--key value ...]` (argv excludes `train`)."""
-    if not argv or argv[0] in ("-h", "--help"):
-        make_parser().print_help()
+    if "-h" in argv or "--help" in argv:
+        print_help()
         return 0
-    recipe, overrides = (argv[0], argv[1:]) if not argv[0].startswith("--") else (None, argv)
+    if not argv:
+        print(USAGE + "\nThe full list of keys: atmanrl train --help")
+        return 2
+    recipe, overrides = split_recipe(argv)
     overrides = ["--dry_run" if a == "--dry-run" else a for a in overrides]
     script, training_args, model_args = parse_recipe(recipe, overrides)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     summary = main(script, training_args, model_args)
-    if not summary.get("dry_run"):
-        print(
-            f"trained {summary['global_step']} steps; checkpoint={summary['checkpoint']}; plot={summary.get('plot')}"
-        )
+    if summary.get("dry_run"):
+        return 1 if summary["problems"] else 0
+    print(
+        f"trained {summary['global_step']} steps; checkpoint={summary['checkpoint']}; plot={summary.get('plot')}"
+    )
     return 0
