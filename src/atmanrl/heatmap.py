@@ -26,10 +26,19 @@ h1{font-size:20px} h2{font-size:16px;margin-top:28px;border-top:1px solid #ddd;p
 """
 
 
+def token_style(strength: float, negative: bool = False) -> str:
+    """CSS for a token shaded by `strength` in [0, 1] (red; blue if `negative`), with readable text.
+
+    Past about half strength the background is dark enough that black text falls below WCAG's 4.5:1
+    contrast, so the text turns white there.
+    """
+    a = max(0.0, min(1.0, strength))
+    rgb = "40,90,220" if negative else "200,30,30"
+    return f"background:rgba({rgb},{a:.2f})" + (";color:#fff" if a > 0.55 else "")
+
+
 def _color(score: float, lo: float, hi: float) -> str:
-    a = 0.0 if hi <= lo else (score - lo) / (hi - lo)
-    a = max(0.0, min(1.0, a))
-    return f"rgba(220,40,40,{a:.2f})"
+    return token_style(0.0 if hi <= lo else (score - lo) / (hi - lo))
 
 
 def render_cot(reasoning: str, tokens: list[dict[str, Any]], scores: list[float]) -> str:
@@ -46,7 +55,7 @@ def render_cot(reasoning: str, tokens: list[dict[str, Any]], scores: list[float]
     out, pos = [], 0
     for tok, s, c in zip(tokens, scores, content):
         out.append(html.escape(reasoning[pos : tok["start"]]))
-        style = f"background:{_color(s, lo, hi)}" if c else ""
+        style = _color(s, lo, hi) if c else ""
         cls = "" if c else ' class="sink"'
         out.append(
             f'<span{cls} style="{style}" title="{s:.4g}">{html.escape(reasoning[tok["start"] : tok["end"]])}</span>'

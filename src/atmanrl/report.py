@@ -399,22 +399,47 @@ def delta_text(relative: float | None, delta: float | None) -> str:
 
 
 def print_compare(result: dict[str, Any], console=None) -> None:
-    """The comparison as a rich table (relative deltas against the first run)."""
+    """The comparison as rich tables: values, then relative deltas against the first run.
+
+    Two tables, and no column narrower than its widest cell: a value is never cut to "0.0…" on a narrow
+    terminal (rich wraps the table instead).
+    """
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     names = result["names"]
-    t = Table(title=f"compare (deltas vs {names[0]})")
-    t.add_column("metric", style="bold", no_wrap=True)
-    for n in names:
-        t.add_column(n, justify="right")
-    for n in names[1:]:
-        t.add_column(f"Δ {n}", justify="right")
-    for row in result["rows"]:
-        deltas = [delta_text(r, d) for r, d in zip(row["relative"], row["delta"])]
-        t.add_row(row["metric"], *[fmt(v) for v in row["values"]], *deltas)
-    console.print(t)
+    rows = result["rows"]
+
+    def tables(title: str, headers: list[str], cells: list[list[str]]) -> None:
+        """As many tables as it takes for every column to fit at full width (value columns split in groups)."""
+        widths = [max(len(h), *(len(r[j]) for r in cells)) for j, h in enumerate(headers, start=1)]
+        first = max(len("metric"), *(len(r[0]) for r in cells))
+        groups, cur, used = [], [], first + 4
+        for j, w in enumerate(widths):
+            if cur and used + w + 3 > console.width:
+                groups.append(cur)
+                cur, used = [], first + 4
+            cur.append(j)
+            used += w + 3
+        groups.append(cur)
+        for g in groups:
+            t = Table(title=title)
+            t.add_column("metric", style="bold", no_wrap=True, min_width=first)
+            for j in g:
+                t.add_column(headers[j], justify="right", no_wrap=True, min_width=widths[j])
+            for r in cells:
+                t.add_row(r[0], *(r[j + 1] for j in g))
+            console.print(t)
+
+    values = [[row["metric"], *[fmt(v) for v in row["values"]]] for row in rows]
+    tables("compare: values", names, values)
+    if len(names) > 1:
+        deltas = [
+            [row["metric"], *[delta_text(r, d) for r, d in zip(row["relative"], row["delta"])]]
+            for row in rows
+        ]
+        tables(f"compare: change vs {names[0]}", [f"Δ {n}" for n in names[1:]], deltas)
 
 
 def render_compare(result: dict[str, Any]) -> str:

@@ -116,13 +116,14 @@ class Saliency:
 
     def show(self, path: str | Path | None = None) -> str:
         """Self-contained HTML heatmap (red = important); written to `path` if given, and returned."""
+        from .heatmap import token_style  # heatmap imports this module
+
         hi = max((abs(s) for s in self.scores), default=0.0) or 1.0
         spans, pos = [], 0
         for tok, s in zip(self.tokens, self.scores, strict=True):
             spans.append(html.escape(self.reasoning[pos : tok.start]))  # whitespace the tokenizer split off
-            a = max(0.0, min(1.0, abs(s) / hi))
-            color = f"rgba(220,40,40,{a:.2f})" if s >= 0 else f"rgba(40,90,220,{a:.2f})"
-            spans.append(f'<span style="background:{color}" title="{s:.4g}">{html.escape(tok.text)}</span>')
+            style = token_style(abs(s) / hi, negative=s < 0)
+            spans.append(f'<span style="{style}" title="{s:.4g}">{html.escape(tok.text)}</span>')
             pos = max(pos, tok.end)
         spans.append(html.escape(self.reasoning[pos:]))
         doc = (
