@@ -204,6 +204,7 @@ def test_help_exits_0_and_shows_atmanrls_keys_before_trls(capsys):
     out = capsys.readouterr().out
     assert out.index("--saliency_margin") < out.index("--output_dir OUTPUT_DIR") < out.index("--learning_rate")
     assert main(["train", "-h"]) == 0
+    capsys.readouterr()
     assert main(["train"]) == 2
     assert len(capsys.readouterr().out.splitlines()) < 30  # a usage, not 1,400 lines
 
