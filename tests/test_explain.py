@@ -138,10 +138,11 @@ def test_explain_end_to_end(tiny_qwen_dir, tmp_path, monkeypatch, capsys):
             "2",
             "--html",
             str(page),
-            "--steps",
+            "--saliency-steps",
             "2",
         ]
     )
     assert rc == 0
     assert "explained=2" in capsys.readouterr().out
-    assert page.read_text().count("class='card'") == 4
+    # 2 traces x the default methods (learned, attention_gradient, random: the same in every command)
+    assert page.read_text().count("class='card'") == 6

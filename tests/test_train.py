@@ -66,7 +66,7 @@ def tiny_recipe(tmp_path, tiny_dir, **extra) -> Path:
         "model_name_or_path": str(tiny_dir),
         "task": "arith",
         "limit": 32,
-        "dataset_split": "train",
+        "split": "train",
         "rewards": ["correctness", "format", "saliency"],
         "reward_weights": [1.0, 0.2, 0.5],
         "saliency_steps": 2,
@@ -202,7 +202,9 @@ def test_help_exits_0_and_shows_atmanrls_keys_before_trls(capsys):
 
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.index("--saliency_margin") < out.index("--output_dir OUTPUT_DIR") < out.index("--learning_rate")
+    assert (
+        out.index("--saliency_margin") < out.index("--output_dir OUTPUT_DIR") < out.index("--learning_rate")
+    )
     assert main(["train", "-h"]) == 0
     capsys.readouterr()
     assert main(["train"]) == 2

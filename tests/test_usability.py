@@ -82,3 +82,25 @@ def test_compare_table_never_cuts_values_on_a_narrow_terminal():
     text = console.export_text()
     assert "…" not in text
     assert all(v in re.sub(r"\s+", "", text) for v in ("31.457", "-10.250", "28.125", "-133%"))
+
+
+def test_one_vocabulary_with_old_spellings_accepted_and_warned(caplog):
+    from atmanrl.cli import DEFAULT_METHODS, build_parser
+
+    parser = build_parser()
+    for cmd in (["saliency", "--input", "a", "--output", "b"], ["explain"], ["eval", "--report", "r"]):
+        args = parser.parse_args([*cmd, "--model_name_or_path", "m", "--saliency-steps", "3"])
+        assert (args.model, args.saliency_steps, args.methods) == ("m", 3, DEFAULT_METHODS)
+    with caplog.at_level("WARNING", logger="atmanrl"):
+        args = parser.parse_args(["explain", "--steps", "4"])
+    assert args.saliency_steps == 4 and "use --saliency-steps" in caplog.text
+
+
+def test_train_takes_the_same_names(caplog):
+    from atmanrl.train import parse_recipe
+
+    script, _, model_args = parse_recipe("smollm2-135m/arith_outcome.yaml", ["--split", "test"])
+    assert script.split == "test"
+    with caplog.at_level("WARNING", logger="atmanrl"):
+        script, _, _ = parse_recipe("smollm2-135m/arith_outcome.yaml", ["--dataset_split", "test"])
+    assert script.split == "test" and "dataset_split is deprecated" in caplog.text

@@ -10,6 +10,23 @@ from collections.abc import Callable
 
 from .errors import UserError
 
+# One default set of saliency methods for every command that scores CoTs: the AtManRL mask, its first-order
+# approximation, and the random floor.
+DEFAULT_METHODS = "learned,attention_gradient,random"
+
+
+class Deprecated(argparse.Action):
+    """An old spelling, accepted for one release with a warning that names the new one."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        self.new = new
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        logging.getLogger("atmanrl").warning("%s is deprecated: use %s", option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
 # saliency.PRESETS["learned"] (a test keeps them equal): spelled out so that `--help` does not import torch
 LEARNED_PRESETS = ("chained", "paper", "v0.1")
 
@@ -57,6 +74,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
+        "--model-name-or-path",
+        "--model_name_or_path",
+        dest="model",
         default=DEFAULT_MODEL,
         help="embedded alias, Hugging Face id or local folder (default: %(default)s)",
     )
@@ -178,7 +198,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         methods,
         task=args.task,
         scope=args.scope,
-        steps=args.steps,
+        steps=args.saliency_steps,
         seed=args.seed,
         batch_size=args.batch_size,
         tau=args.tau,
@@ -229,7 +249,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         traces,
         methods,
         scope=args.scope,
-        steps=args.steps,
+        steps=args.saliency_steps,
         seed=args.seed,
         tau=args.tau,
         margin=args.margin,
@@ -245,7 +265,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_saliency_args(p: argparse.ArgumentParser, default_methods: str) -> None:
+def add_steps_arg(g) -> None:
+    g.add_argument(
+        "--saliency-steps",
+        dest="saliency_steps",
+        type=int,
+        default=None,
+        help="mask optimisation steps of `learned` (default: the method's, 15; train: saliency_steps)",
+    )
+    g.add_argument(
+        "--steps",
+        dest="saliency_steps",
+        type=int,
+        action=Deprecated,
+        new="--saliency-steps",
+        help=argparse.SUPPRESS,
+    )
+
+
+def add_saliency_args(p: argparse.ArgumentParser, default_methods: str = DEFAULT_METHODS) -> None:
     g = p.add_argument_group("saliency")
     g.add_argument(
         "--methods",
@@ -259,7 +297,7 @@ def add_saliency_args(p: argparse.ArgumentParser, default_methods: str) -> None:
         choices=["answer", "all"],
         help="query rows that see the mask: the answer's (default) or every row after the token",
     )
-    g.add_argument("--steps", type=int, default=None, help="mask optimisation steps for `learned`")
+    add_steps_arg(g)
     g.add_argument(
         "--preset",
         default=None,
@@ -301,6 +339,8 @@ def _methods_options(args: argparse.Namespace) -> tuple[tuple[str, ...], dict]:
         raise UserError(
             '--saliency-config must map method names to option objects, e.g. {"learned": {"steps": 10}}'
         )
+    if args.saliency_steps is not None:
+        options.setdefault("learned", {})["steps"] = args.saliency_steps
     return methods, options
 
 
@@ -468,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="answer parser to use (default: `#### N`, then `Answer: X`)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
-    add_saliency_args(p, "learned,attention_gradient,random")
+    add_saliency_args(p)
     p.set_defaults(func=cmd_saliency)
 
     p = sub.add_parser(
@@ -481,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_args(p)
     p.add_argument("--html", default="explain.html", help="heatmap file (default: %(default)s)")
     p.add_argument("--output", "-o", default=None, help="also write the scored rows as JSONL")
-    add_saliency_args(p, "learned,attention_gradient")
+    add_saliency_args(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(
@@ -499,9 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument(
         "--methods",
-        default="attention_gradient,learned,random",
+        default=DEFAULT_METHODS,
         help="saliency methods, comma-separated (default: %(default)s)",
     )
+    add_steps_arg(g)
     g.add_argument(
         "--saliency-config", default="{}", help='JSON options per method, e.g. \'{"learned": {"steps": 10}}\''
     )

@@ -30,7 +30,8 @@ class TrainScriptArguments:
     data_dir: str | None = field(
         default=None, metadata={"help": "local GSM8K/MMLU copy; unset: download from the Hub"}
     )
-    dataset_split: str = field(default="train", metadata={"help": "split to train on"})
+    split: str = field(default="train", metadata={"help": "split to train on (eval splits are always test)"})
+    dataset_split: str | None = field(default=None, metadata={"help": "deprecated spelling of `split`"})
     limit: int | None = field(default=None, metadata={"help": "use at most N training problems"})
     level: int = field(default=1, metadata={"help": "arith difficulty level"})
     subjects: str | None = field(default=None, metadata={"help": "mmlu: comma-separated subjects"})
@@ -121,7 +122,11 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
         # GRPOConfig refuses bf16 without a GPU at parse time; a dry run on a laptop still checks the rest.
         args += ["--bf16", "false"]
     try:
-        return parser.parse_args_and_config(args)
+        script, training_args, model_args = parser.parse_args_and_config(args)[:3]
+        if script.dataset_split is not None:  # the 0.1 spelling, accepted for one release
+            log.warning("dataset_split is deprecated: use split (same meaning)")
+            script.split = script.dataset_split
+        return script, training_args, model_args
     except ValueError as e:
         msg = str(e).splitlines()[0]
         if "Unknown arguments from config file" in msg:
@@ -160,11 +165,11 @@ def build_dataset(script: TrainScriptArguments, seed: int, split: str | None = N
     from datasets import Dataset
 
     task = task_from(script)
-    split = split or script.dataset_split
-    limit = script.eval_limit if split != script.dataset_split else script.limit
+    split = split or script.split
+    limit = script.eval_limit if split != script.split else script.limit
     examples = task.load(script.data_dir, split=split, limit=limit, seed=seed)
     if not examples:
-        raise UserError(f"no training examples for task {script.task!r}: check data_dir / dataset_split")
+        raise UserError(f"no training examples for task {script.task!r}: check data_dir / split")
     return Dataset.from_list(
         [{"prompt": task.messages(e), "gold": e.gold, "task": e.task, "id": e.id} for e in examples]
     )
@@ -228,7 +233,7 @@ def dry_run(script, training_args, model_args) -> tuple[list[str], list[str]]:
         f"rewards: {', '.join(script.rewards)} (weights {training_args.reward_weights or 'all 1.0'})"
     )
     for split, what in (
-        (script.dataset_split, "data"),
+        (script.split, "data"),
         *((("test", "eval data"),) if _evaluates(training_args) else ()),
     ):
         try:
@@ -435,7 +440,9 @@ def cli(argv: list[str]) -> int:
         print(USAGE + "\nThe full list of keys: atmanrl train --help")
         return 2
     recipe, overrides = split_recipe(argv)
-    overrides = ["--dry_run" if a == "--dry-run" else a for a in overrides]
+    # The vocabulary of the other commands: --model (TRL's model_name_or_path) and --dry-run.
+    synonyms = {"--dry-run": "--dry_run", "--model": "--model_name_or_path"}
+    overrides = [synonyms.get(a, a) for a in overrides]
     script, training_args, model_args = parse_recipe(recipe, overrides)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     summary = main(script, training_args, model_args)
