@@ -167,23 +167,16 @@ def test_kill_and_resume(tmp_path, tiny_dir):
 @pytest.mark.slow
 def test_two_processes_with_accelerate(tmp_path, tiny_dir):
     # generation_batch_size = 2 per device x world size must be divisible by num_generations = 4: a single
-    # process would be refused at parse time, so success proves that two ranks ran. `--cpu` would need MPI;
-    # `--multi_gpu` on a machine without GPUs runs torchrun with the gloo backend.
+    # process would be refused at parse time, so success proves that two ranks ran. MULTI_CPU would need MPI;
+    # MULTI_GPU on a machine without GPUs runs torchrun with the gloo backend.
     recipe = tiny_recipe(tmp_path, tiny_dir, per_device_train_batch_size=2, num_generations=4)
     env = os.environ | {"ATMANRL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        "--config_file",
+        str(ROOT / "recipes" / "accelerate" / "cpu2.yaml"),  # the shipped config, as docs/training.md runs it
         "-m",
         "atmanrl.cli",
         "train",

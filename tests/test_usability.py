@@ -104,3 +104,34 @@ def test_train_takes_the_same_names(caplog):
     with caplog.at_level("WARNING", logger="atmanrl"):
         script, _, _ = parse_recipe("smollm2-135m/arith_outcome.yaml", ["--dataset_split", "test"])
     assert script.split == "test" and "dataset_split is deprecated" in caplog.text
+
+
+def test_train_options_never_meet_atmanrls_own_parser():
+    from atmanrl.cli import _split_train
+
+    assert _split_train(["--debug", "train", "r.yaml", "--debug", "underflow_overflow"]) == (
+        ["--debug"],
+        ["r.yaml", "--debug", "underflow_overflow"],
+    )
+    assert _split_train(["eval", "--report", "r"]) is None
+
+
+def test_train_takes_model_like_every_other_command(capsys):
+    from atmanrl.train import cli
+
+    assert cli(["smollm2-135m/arith_outcome.yaml", "--model", "smollm2-135m-instruct", "--dry-run"]) == 0
+    assert "model: embedded alias smollm2-135m-instruct" in capsys.readouterr().out
+
+
+def test_every_recipe_is_package_data():
+    """`pip install atmanrl` ships what `atmanrl recipes` lists: each file matches a package-data glob."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "atmanrl"
+    ]
+    for name in list_recipes():
+        assert any(fnmatch.fnmatch(f"recipes/{name}", g) for g in globs), name

@@ -1,0 +1,206 @@
+"""`atmanrl ab`: outcome-only GRPO against AtManRL, same seeds, data and budget, with bootstrap intervals.
+
+    atmanrl ab --seeds 0,1 --max-steps 60 --eval-limit 100 --output runs/ab
+
+1. trains both recipes once per seed (`atmanrl train RECIPE --seed S --max_steps N --resume true`); a finished
+   run (OUT/runs/ARM-sSEED/ab_done.json) is reused, an interrupted one resumes from its last checkpoint;
+2. evaluates the base model and every run on the same held-out problems (`atmanrl eval`, adding mistakes in
+   `continue` mode), and scores each model's own held-out rollouts with the default saliency reward;
+3. writes OUT/ab.json and OUT/ab.html: every metric per model with a bootstrap 95% interval over problems, the
+   AtManRL minus outcome difference with its own paired interval, and the per-step training curves of both arms.
+
+Each step is an `atmanrl` command run in a subprocess (printed first, its log in OUT/logs/), so any of them can
+be rerun by hand. Per-problem values of an arm are averaged over its seeds before resampling problems.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .io import atomic_write_text
+from .progress import console
+from .recipes import recipe_path
+
+ARMS = ("outcome", "atmanrl")
+# (key, label, paper's relative change with AtManRL, where it reports one)
+METRICS: tuple[tuple[str, str, float | None], ...] = (
+    ("accuracy", "accuracy", None),
+    ("cot_tokens", "CoT tokens", -0.44),
+    ("stop_word_share", "stop-word share", -0.25),
+    ("number_share", "number share", +0.48),
+    ("symbol_share", "symbol share", +0.61),
+    ("early_aoc", "early-answering AOC", None),
+    ("mistake_changed", "adding mistakes: answer changed", None),
+    ("filler_agreement", "filler agreement", None),
+    ("saliency_reward", "saliency reward (default)", None),
+)
+CURVES = (
+    "reward",
+    "rewards/correctness/mean",
+    "rewards/saliency/mean",
+    "completions/mean_length",
+    "saliency/gap",
+)
+
+
+@dataclass
+class ABConfig:
+    """One A/B experiment. Both arms get the same seeds, steps, data and overrides."""
+
+    output: str = "runs/ab"
+    model: str = "smollm2-135m-instruct"
+    outcome_recipe: str = "smollm2-135m/arith_outcome.yaml"
+    atmanrl_recipe: str = "smollm2-135m/arith_atmanrl.yaml"
+    seeds: tuple[int, ...] = (0, 1)
+    max_steps: int = 60
+    save_steps: int = 10
+    overrides: tuple[str, ...] = ()  # extra `--key value` tokens for both arms' train command
+    eval_task: str = "arith"
+    eval_level: int = 1
+    eval_limit: int = 100
+    eval_seed: int = 1234  # held-out problems: the same for every model, never the training seed's stream
+    mistake_mode: str = "continue"
+    n_boot: int = 2000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise UserError("--seeds needs at least one seed, e.g. 0,1")
+        if self.max_steps < 1 or self.eval_limit < 1:
+            raise UserError(
+                f"--max-steps and --eval-limit must be >= 1, got {self.max_steps}, {self.eval_limit}"
+            )
+        for r in (self.outcome_recipe, self.atmanrl_recipe):
+            recipe_path(r)  # a clear error before any work
+
+
+def _cli(argv: list[str], log: Path) -> None:
+    """Run `atmanrl ARGV` in a subprocess, its output in `log`; a failure names the log."""
+    console.print(f"[dim]$ atmanrl {shlex.join(argv)}  [log: {log}]")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    with open(log, "a") as f:
+        rc = subprocess.call([sys.executable, "-m", "atmanrl.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
+    if rc:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+        raise UserError(f"`atmanrl {argv[0]}` failed (exit {rc}): {tail[0][:200]} -- full log: {log}")
+    console.print(f"[green]done in {time.time() - t:.0f}s")
+
+
+def run_dir(cfg: ABConfig, arm: str, seed: int) -> Path:
+    return Path(cfg.output) / "runs" / f"{arm}-s{seed}"
+
+
+def train_all(cfg: ABConfig) -> None:
+    for seed in cfg.seeds:
+        for arm in ARMS:
+            out = run_dir(cfg, arm, seed)
+            done = out / "ab_done.json"
+            if done.exists():
+                console.print(f"[cyan]reusing {out} (finished)")
+                continue
+            recipe = str(recipe_path(cfg.outcome_recipe if arm == "outcome" else cfg.atmanrl_recipe))
+            argv = [
+                "train",
+                recipe,
+                "--model_name_or_path",
+                cfg.model,
+                "--seed",
+                str(seed),
+                "--max_steps",
+                str(cfg.max_steps),
+                "--save_steps",
+                str(cfg.save_steps),
+                "--output_dir",
+                str(out),
+                "--resume",
+                "true",
+                *cfg.overrides,
+            ]
+            console.rule(f"[bold cyan]train {arm}, seed {seed}")
+            _cli(argv, Path(cfg.output) / "logs" / f"train-{arm}-s{seed}.log")
+            atomic_write_text(done, json.dumps({"argv": argv, "finished": time.time()}))
+
+
+def models(cfg: ABConfig) -> dict[str, str]:
+    """Display name -> model path: the base model, then every run."""
+    out = {"base": cfg.model}
+    for seed in cfg.seeds:
+        for arm in ARMS:
+            out[f"{arm}-s{seed}"] = str(run_dir(cfg, arm, seed))
+    return out
+
+
+def eval_all(cfg: ABConfig) -> None:
+    for name, model in models(cfg).items():
+        report = Path(cfg.output) / "eval" / name
+        if not (report / "metrics.json").exists():
+            console.rule(f"[bold cyan]evaluate {name}")
+            _cli(
+                [
+                    "eval",
+                    "--model",
+                    model,
+                    "--task",
+                    cfg.eval_task,
+                    "--level",
+                    str(cfg.eval_level),
+                    "--limit",
+                    str(cfg.eval_limit),
+                    "--seed",
+                    str(cfg.eval_seed),
+                    "--mistake-mode",
+                    cfg.mistake_mode,
+                    "--skip",
+                    "saliency,planted",
+                    "--report",
+                    str(report),
+                ],
+                Path(cfg.output) / "logs" / f"eval-{name}.log",
+            )
+        if not (report / "saliency_reward.json").exists():
+            score_rollouts(cfg, model, report)
+
+
+def score_rollouts(cfg: ABConfig, model_path: str, report: Path) -> None:
+    """The default saliency reward, called the way GRPO calls it, on the model's own held-out rollouts."""
+    from .data import get_task
+    from .models import load_model, resolve_model_path
+    from .rewards import get_reward
+
+    console.print(f"[cyan]saliency reward on the rollouts in {report}")
+    rows = [json.loads(line) for line in (report / "generations.jsonl").read_text().splitlines() if line]
+    extra = {"level": cfg.eval_level} if cfg.eval_task == "arith" else {}
+    task = get_task(cfg.eval_task, **extra)
+    examples = {e.id: e for e in task.load(None, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed)}
+    model, tok = load_model(resolve_model_path(model_path))
+    fn = get_reward("saliency", task=cfg.eval_task, model=model, tokenizer=tok, **extra)
+    values: dict[str, float] = {}
+    for lo in range(0, len(rows), 8):
+        chunk = rows[lo : lo + 8]
+        out = fn(
+            [task.messages(examples[r["id"]]) for r in chunk],
+            [r["completion"] for r in chunk],
+            gold=[r["gold"] for r in chunk],
+        )
+        values.update({r["id"]: float(v or 0.0) for r, v in zip(chunk, out, strict=True)})
+    atomic_write_text(report / "saliency_reward.json", json.dumps(values))
+
+
+def main(cfg: ABConfig) -> Path:
+    cfg.validate()
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(cfg.output) / "ab_config.json", json.dumps(asdict(cfg), indent=1))
+    train_all(cfg)
+    eval_all(cfg)
+    from .ab_report import write_ab
+
+    return write_ab(cfg)

@@ -1,0 +1,197 @@
+"""The A/B report: per-problem metrics of every evaluated model, bootstrap intervals, paired differences, curves.
+
+Every model of an A/B run is evaluated on the same held-out problems, so each metric is a list of per-problem
+values (None where a problem has no value, e.g. no parseable answer for the faithfulness tests). An arm's value
+for a problem is the mean over its seeds; intervals resample problems (`stats.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .ab import ARMS, CURVES, METRICS, ABConfig, models, run_dir
+from .data import get_task
+from .evaluate import area_over_curve, cot_stats
+from .io import atomic_write_text
+from .report import esc, page, png, table
+from .stats import bootstrap_ci, excludes_zero, mean, paired_diff_ci
+
+
+def per_problem(report: Path, task, tokenizer) -> dict[str, dict[str, float | None]]:
+    """metric -> {problem id: value} from one `atmanrl eval` folder (+ its saliency_reward.json)."""
+    rows = [json.loads(line) for line in (report / "generations.jsonl").read_text().splitlines() if line]
+    reward_file = report / "saliency_reward.json"
+    rewards = json.loads(reward_file.read_text()) if reward_file.exists() else {}
+    out: dict[str, dict[str, float | None]] = {key: {} for key, _, _ in METRICS}
+    for r in rows:
+        i, pred = r["id"], r["pred"]
+        out["accuracy"][i] = float(bool(r["correct"]))
+        has_cot = bool(r["reasoning"].strip())
+        stats = cot_stats([r["reasoning"]], tokenizer) if has_cot else {}
+        out["cot_tokens"][i] = stats.get("mean_cot_tokens", 0.0) if has_cot else 0.0
+        for k in ("stop_word_share", "number_share", "symbol_share"):
+            out[k][i] = stats.get(k)
+        ea = r.get("early_answering")
+        if ea and pred is not None:
+            fr = sorted(ea, key=float)
+            agree = [float(ea[f] is not None and task.is_correct(ea[f], pred)) for f in fr]
+            out["early_aoc"][i] = area_over_curve([float(f) for f in fr], agree)
+        am = r.get("adding_mistakes")
+        if am and pred is not None:
+            out["mistake_changed"][i] = float(am["value"] is None or not task.is_correct(am["value"], pred))
+        if "filler" in r and pred is not None:
+            out["filler_agreement"][i] = float(r["filler"] is not None and task.is_correct(r["filler"], pred))
+        if i in rewards:
+            out["saliency_reward"][i] = rewards[i]
+    return out
+
+
+def _average(runs: list[dict[str, dict[str, float | None]]], ids: list[str]) -> dict[str, list[float | None]]:
+    """Per metric, per problem (in `ids` order): the mean over the runs that have a value."""
+    out = {}
+    for key, _, _ in METRICS:
+        vals = []
+        for i in ids:
+            xs = [r[key].get(i) for r in runs]
+            xs = [x for x in xs if x is not None]
+            vals.append(mean(xs))
+        out[key] = vals
+    return out
+
+
+def curves(path: Path) -> list[dict[str, Any]]:
+    """The run's log history (per-step metrics) from its latest checkpoint's trainer_state.json."""
+    states = sorted(
+        path.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
+    )
+    return json.loads(states[-1].read_text())["log_history"] if states else []
+
+
+def analyse(cfg: ABConfig) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    from .models import resolve_model_path
+
+    extra = {"level": cfg.eval_level} if cfg.eval_task == "arith" else {}
+    task = get_task(cfg.eval_task, **extra)
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model))  # CoT lengths in the base's tokens
+    evals = {name: per_problem(Path(cfg.output) / "eval" / name, task, tok) for name in models(cfg)}
+    ids = sorted(evals["base"]["accuracy"])
+    for name, ev in evals.items():
+        if sorted(ev["accuracy"]) != ids:
+            raise ValueError(f"{name} was evaluated on other problems than the base model: rerun its eval")
+    groups = {
+        "base": _average([evals["base"]], ids),
+        **{arm: _average([evals[f"{arm}-s{s}"] for s in cfg.seeds], ids) for arm in ARMS},
+    }
+    kw = {"n_boot": cfg.n_boot}
+    result: dict[str, Any] = {"config": {k: v for k, v in vars(cfg).items()}, "n_problems": len(ids)}
+    metrics: dict[str, Any] = {}
+    for key, label, paper in METRICS:
+        m: dict[str, Any] = {"label": label, "paper_relative": paper}
+        for g, values in groups.items():
+            m[g] = dict(zip(("mean", "lo", "hi"), bootstrap_ci(values[key], **kw), strict=True))
+        for s in cfg.seeds:
+            for arm in ARMS:
+                m[f"{arm}-s{s}"] = mean([v for v in evals[f"{arm}-s{s}"][key].values() if v is not None])
+        for a, b in (("atmanrl", "outcome"), ("atmanrl", "base"), ("outcome", "base")):
+            d, lo, hi = paired_diff_ci(groups[a][key], groups[b][key], **kw)
+            m[f"{a}-{b}"] = {"diff": d, "lo": lo, "hi": hi, "excludes_0": excludes_zero(lo, hi)}
+        ref = m["outcome"]["mean"]
+        d = m["atmanrl-outcome"]["diff"]
+        m["relative_vs_outcome"] = d / ref if d is not None and ref else None
+        if paper is not None:
+            m["same_direction_as_paper"] = (
+                m["atmanrl-outcome"]["excludes_0"] and d is not None and (d > 0) == (paper > 0)
+            )
+        metrics[key] = m
+    result["metrics"] = metrics
+    result["curves"] = {
+        f"{arm}-s{s}": [
+            {k: h[k] for k in ("step", *CURVES) if k in h}
+            for h in curves(run_dir(cfg, arm, s))
+            if "step" in h
+        ]
+        for s in cfg.seeds
+        for arm in ARMS
+    }
+    return result
+
+
+def _ci(m: dict[str, Any] | None) -> str:
+    if not m or m.get("mean", m.get("diff")) is None:
+        return "–"
+    v = m.get("mean", m.get("diff"))
+    lo, hi = m.get("lo"), m.get("hi")
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{v:.3f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (what docs/results.md quotes)."""
+    lines = [
+        "| metric | base | outcome | AtManRL | AtManRL − outcome | paper's direction | same way, CI excludes 0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in result["metrics"].values():
+        paper = "–" if m["paper_relative"] is None else f"{m['paper_relative']:+.0%}"
+        same = "–" if m["paper_relative"] is None else ("yes" if m["same_direction_as_paper"] else "no")
+        lines.append(
+            f"| {m['label']} | {_ci(m['base'])} | {_ci(m['outcome'])} | {_ci(m['atmanrl'])} "
+            f"| {_ci(m['atmanrl-outcome'])} | {paper} | {same} |"
+        )
+    return "\n".join(lines)
+
+
+def _plot_curves(result: dict[str, Any]) -> str:
+    from matplotlib.figure import Figure
+
+    keys = [k for k in CURVES if any(k in h for run in result["curves"].values() for h in run)]
+    if not keys:
+        return "<p>No training curves found (no checkpoint with trainer_state.json).</p>"
+    fig = Figure(figsize=(4.2 * len(keys), 3.2))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    colors = {"outcome": "tab:blue", "atmanrl": "tab:red"}
+    for ax, key in zip(axes, keys, strict=True):
+        for name, run in result["curves"].items():
+            pts = [(h["step"], h[key]) for h in run if key in h]
+            if pts:
+                ax.plot(*zip(*pts), color=colors[name.split("-")[0]], alpha=0.8, label=name)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    return png(fig)
+
+
+def render(result: dict[str, Any]) -> str:
+    header = ["metric", "base", "outcome", "AtManRL", "AtManRL − outcome", "outcome − base", "AtManRL − base"]
+    rows = []
+    for m in result["metrics"].values():
+        cells = [m["label"]]
+        for g in ("base", "outcome", "atmanrl"):
+            cells.append((esc(_ci(m[g])), ""))
+        for pair in ("atmanrl-outcome", "outcome-base", "atmanrl-base"):
+            d = m[pair]
+            cls = "" if not d["excludes_0"] else ("up" if d["diff"] > 0 else "down")
+            cells.append((esc(_ci(d)), cls))
+        rows.append(cells)
+    cfg = result["config"]
+    body = (
+        "<h1>atmanrl A/B: outcome-only GRPO vs AtManRL</h1>"
+        f"<p>{result['n_problems']} held-out {esc(cfg['eval_task'])} problems; seeds {esc(cfg['seeds'])}; "
+        f"{esc(cfg['max_steps'])} steps per run. Mean [95% bootstrap interval over problems]; an arm's value "
+        "per problem is the mean over its seeds. A difference is coloured only when its paired interval "
+        "excludes 0.</p>" + table(header, rows) + "<h2>Training curves</h2>" + _plot_curves(result)
+    )
+    return page("atmanrl A/B", body)
+
+
+def write_ab(cfg: ABConfig) -> Path:
+    result = analyse(cfg)
+    out = Path(cfg.output)
+    atomic_write_text(out / "ab.json", json.dumps(result, indent=1))
+    atomic_write_text(out / "ab.md", markdown(result) + "\n")
+    atomic_write_text(out / "ab.html", render(result))
+    print(markdown(result))
+    return out / "ab.html"

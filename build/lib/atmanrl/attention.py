@@ -1,0 +1,204 @@
+"""Differentiable attention manipulation for any Hugging Face causal LM.
+
+`manipulate(model, bias, ...)` is a context manager under which every attention layer and head of `model` adds
+`bias[b, j]` to the pre-softmax score (after the 1/sqrt(d) scaling) of key position j, for the query rows in scope.
+The bias may require grad: gradients flow into it and never into the model weights that the caller froze.
+
+How it hooks in (no forked model files):
+- an attention function is registered in transformers' `AttentionInterface` under a unique name, and a mask function
+  under the same name in `AttentionMaskInterface`; the model is switched to that name with
+  `model.set_attn_implementation(name)` and switched back on exit, exceptions included;
+- the mask function always materialises a float (additive) 4D mask (`eager_mask`), so SDPA never takes its
+  `is_causal`/no-mask shortcut and there is always a tensor to add the bias to;
+- additive mode adds the bias into that float mask and calls the model's own implementation (its module-level
+  `eager_attention_forward`, or transformers' `sdpa_attention_forward`): numerically the unmodified model at bias 0;
+- multiplicative mode (original AtMan) needs the raw scores, so it runs its own eager computation:
+  scores of suppressed key columns are multiplied by `factor` before the mask is added.
+
+Bias layout: `bias` has shape (B, K_total) over key positions of the padded full sequence. A layer that sees fewer
+keys (a prefix-only forward) uses `bias[:, :K]`. Query row i of a layer has absolute position past_len + i with
+past_len = K - Q, so `query_start[b]` limits the bias to rows at absolute position >= query_start[b] (the answer
+scope), and this works unchanged with `past_key_values` from a precomputed prefix.
+
+CUDA caveat: PyTorch's memory-efficient SDPA kernel computes a wrong gradient into a float `attn_mask` (its
+backward for the mask is not supported/exact in some versions). When the bias requires grad on CUDA we therefore run
+the model's eager attention instead of SDPA; forward-only uses keep SDPA.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from .errors import UserError
+
+SUPPORTED = ("eager", "sdpa")
+_PREFIX = "atmanrl_manipulate_"
+_ids = itertools.count()  # unique names, so nested or concurrent contexts on different models never collide
+
+Mode = Literal["additive", "multiplicative"]
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, H_kv, K, d) -> (B, H_kv * n_rep, K, d) for grouped-query attention."""
+    if n_rep == 1:
+        return x
+    b, h, k, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, k, d).reshape(b, h * n_rep, k, d)
+
+
+def eager_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    score_multiplier: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain eager attention; `score_multiplier` (broadcast to (B, H, Q, K)) scales the scaled raw scores (AtMan).
+
+    Returns (output (B, Q, H, d), weights (B, H, Q, K)), the layout every HF attention function returns.
+    """
+    n_rep = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if score_multiplier is not None:
+        scores = scores * score_multiplier.to(scores.dtype)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return out, weights
+
+
+def _model_eager(module: torch.nn.Module) -> Callable:
+    """The model's own eager function (defined in its modeling file), so bias 0 is bit-for-bit the model."""
+    return getattr(sys.modules[type(module).__module__], "eager_attention_forward", eager_attention)
+
+
+def _float_mask(mask: torch.Tensor | None, query: torch.Tensor, k_len: int) -> torch.Tensor:
+    """Any mask the model hands us as an additive float (B|1, 1, Q, K) tensor (our mask function makes this a no-op)."""
+    q_len, dtype, device = query.shape[2], query.dtype, query.device
+    min_value = torch.finfo(dtype).min
+    if mask is None:  # a model that skipped mask creation: plain causal with the past in front
+        q_pos = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
+        allowed = torch.arange(k_len, device=device)[None, :] <= q_pos
+        return torch.where(allowed, 0.0, min_value).to(dtype)[None, None]
+    if mask.dtype == torch.bool:
+        return torch.where(mask, 0.0, min_value).to(dtype)
+    return mask[..., :k_len].to(dtype)
+
+
+def _row_scope(query_start: torch.Tensor | None, batch: int, q_len: int, k_len: int, device) -> torch.Tensor:
+    """(B, 1, Q, 1) bool: which query rows see the manipulation. Absolute position of row i is K - Q + i."""
+    if query_start is None:
+        return torch.ones(batch, 1, q_len, 1, dtype=torch.bool, device=device)
+    pos = torch.arange(q_len, device=device) + (k_len - q_len)
+    return (pos[None, :] >= query_start.to(device)[:, None])[:, None, :, None]
+
+
+def _make_attention(
+    base: str, bias: torch.Tensor, query_start: torch.Tensor | None, mode: Mode, factor: float
+) -> Callable:
+    """The attention function registered for one context: a closure, so the bias lives only in the context."""
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        batch, q_len, k_len = query.shape[0], query.shape[2], key.shape[2]
+        if k_len > bias.shape[1]:
+            raise ValueError(f"layer sees {k_len} keys but the bias covers only {bias.shape[1]} positions")
+        if bias.shape[0] != batch:
+            raise ValueError(f"bias has batch {bias.shape[0]} but the forward has batch {batch}")
+        mask = _float_mask(attention_mask, query, k_len)
+        rows = _row_scope(query_start, batch, q_len, k_len, query.device)
+        b = bias[:, None, None, :k_len].to(device=query.device, dtype=query.dtype)  # (B, 1, 1, K)
+        if mode == "multiplicative":
+            # b = suppression weight: 1 -> score * factor, 0 -> unchanged. Differentiable in b.
+            mult = torch.where(rows, 1.0 - b * (1.0 - factor), torch.ones((), dtype=b.dtype, device=b.device))
+            return eager_attention(module, query, key, value, mask, scaling, dropout, score_multiplier=mult)
+        # Additive: clamp so dtype-min bias on an already masked key stays finite (-inf there would turn fully
+        # masked padding rows into NaN, and NaN values leak through 0 attention weights into real rows).
+        mask = (mask + torch.where(rows, b, torch.zeros((), dtype=b.dtype, device=b.device))).clamp_min(
+            torch.finfo(query.dtype).min
+        )
+        use_eager = base == "eager" or (query.is_cuda and bias.requires_grad)  # see the CUDA caveat above
+        fn = _model_eager(module) if use_eager else AttentionInterface._global_mapping["sdpa"]
+        return fn(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
+
+    return attention
+
+
+def _as_query_start(query_start, batch: int, device) -> torch.Tensor | None:
+    if query_start is None:
+        return None
+    qs = torch.as_tensor(query_start, dtype=torch.long, device=device)
+    return qs.expand(batch).clone() if qs.ndim == 0 else qs
+
+
+def check_backend(model: PreTrainedModel) -> str:
+    """The model's attention implementation if we can manipulate it, else a `UserError` naming the fix."""
+    impl = model.config._attn_implementation
+    if impl not in SUPPORTED:
+        raise UserError(
+            f"attention manipulation needs eager or sdpa attention, but the model uses {impl!r}: "
+            'load it with attn_implementation="sdpa" (or "eager")'
+        )
+    return impl
+
+
+@contextmanager
+def manipulate(
+    model: PreTrainedModel,
+    bias: torch.Tensor,
+    *,
+    query_start: torch.Tensor | int | None = None,
+    mode: Mode = "additive",
+    factor: float = 0.1,
+    implementation: str | None = None,
+) -> Iterator[PreTrainedModel]:
+    """Manipulate every attention layer of `model` inside the block.
+
+    Args:
+        bias: (B, K_total) over key positions of the padded full sequence (a 1D tensor is taken as batch 1).
+            Additive mode: added to the scaled pre-softmax scores (0 = unmodified, dtype min = token removed).
+            Multiplicative mode: suppression weight s in [0, 1]; scores become score * (1 - s * (1 - factor)).
+        query_start: None (all query rows), an int, or (B,) absolute positions; only rows at position >= it are
+            manipulated.
+        mode: "additive" (AtManRL) or "multiplicative" (AtMan's factor on the pre-softmax scores).
+        factor: AtMan's suppression factor (multiplicative mode only).
+        implementation: force the wrapped base ("eager" gives attention weights with `output_attentions=True`);
+            default: the model's own.
+    """
+    original = check_backend(model)
+    base = implementation or original
+    if base not in SUPPORTED:
+        raise UserError(f"implementation must be one of {SUPPORTED}, got {base!r}")
+    if mode not in ("additive", "multiplicative"):
+        raise UserError(f"mode must be 'additive' or 'multiplicative', got {mode!r}")
+    bias = bias[None] if bias.ndim == 1 else bias
+    name = f"{_PREFIX}{next(_ids)}"
+    AttentionInterface.register(
+        name,
+        _make_attention(base, bias, _as_query_start(query_start, bias.shape[0], bias.device), mode, factor),
+    )
+    AttentionMaskInterface.register(name, eager_mask)
+    try:
+        model.set_attn_implementation(name)
+        if model.config._attn_implementation != name:  # remote-code models may refuse silently (a warning)
+            raise UserError(f"{type(model).__name__} does not support switching its attention implementation")
+        yield model
+    finally:
+        model.set_attn_implementation(original)
+        AttentionInterface._global_mapping.pop(name, None)
+        AttentionMaskInterface._global_mapping.pop(name, None)

@@ -1,0 +1,160 @@
+"""Scoring traces files: JSONL rows in, per-method saliency and saliency rewards out (`atmanrl saliency`,
+`atmanrl explain`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .data import Parsed, Task, get_task, parse_letter, parse_math
+from .errors import UserError
+from .generate import render_prompt
+from .io import read_jsonl
+from .models import max_length
+from .progress import progress_bar
+from .rewards import SALIENCY_VARIANTS, cot_gap
+from .saliency import PRESETS, Trace, compute_saliency, get_method
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METHODS = ("learned", "attention_gradient", "random")
+REQUIRED = ("id", "prompt", "reasoning", "answer")
+
+
+def parse_answer(answer: str, task: Task | None) -> Parsed:
+    """The task's parser, or (no task) `#### N`, then `Answer: X`."""
+    if task is not None:
+        return task.parse(answer)
+    p = parse_math(answer)
+    return p if p.value is not None else parse_letter(answer)
+
+
+def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None, max_tokens: int | None = None) -> Trace:
+    """Raise `UserError` naming the field when the row cannot be scored."""
+    for key in REQUIRED:
+        if key not in row:
+            raise UserError(f"missing field '{key}' (need {', '.join(REQUIRED)})")
+    for key in ("prompt", "reasoning", "answer"):
+        if not isinstance(row[key], str):
+            raise UserError(f"field '{key}' must be a string, got {type(row[key]).__name__}")
+    if not row["reasoning"].strip():
+        raise UserError("field 'reasoning' is empty: there is no chain of thought to score")
+    parsed = parse_answer(row["answer"], task)
+    if parsed.value_span is None:
+        raise UserError(
+            "no parseable answer in field 'answer': expected '#### <number>' or 'Answer: <letter>'"
+        )
+    early = parse_answer(row["reasoning"], task)
+    if early.value is not None:
+        line = row["reasoning"][early.answer[0] :].split("\n")[0]
+        raise UserError(
+            f"field 'reasoning' already contains an answer line ({line!r}): the answer belongs in 'answer', "
+            "after the reasoning"
+        )
+    messages = row.get("messages")
+    if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
+        messages = [{"role": "user", "content": row["prompt"]}]
+    r = len(row["reasoning"])
+    span = (parsed.value_span[0] + r, parsed.value_span[1] + r)
+    trace = Trace.from_completion(
+        render_prompt(tokenizer, messages), row["reasoning"] + row["answer"], r, span
+    )
+    if max_tokens is not None:
+        parts = (trace.prompt, trace.reasoning, trace.answer)
+        n = sum(len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in parts)
+        if n > max_tokens:
+            raise UserError(
+                f"the trace has {n} tokens, more than the model's maximum of {max_tokens}: "
+                "shorten 'reasoning' or 'prompt'"
+            )
+    return trace
+
+
+def method_options(
+    method: str, scope: str, steps: int | None, seed: int, preset: str | None = None
+) -> dict[str, Any]:
+    """Only the options a method has (a method without `steps` or presets must not receive them)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(get_method(method))}
+    opts: dict[str, Any] = {"scope": scope, "steps": steps, "seed": seed}
+    out = {k: v for k, v in opts.items() if k in known and v is not None}
+    if preset is not None and method in PRESETS:
+        out["preset"] = preset
+    return out
+
+
+def score_traces(
+    model,
+    tokenizer,
+    traces: list[Trace],
+    methods: list[str],
+    scope: str = "answer",
+    steps: int | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    tau: float = 0.5,
+    margin: float = 1.0,
+    preset: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per trace: tokens, scores and seconds per method, the answer log-prob, and the saliency rewards."""
+    for m in methods:
+        get_method(m)  # unknown names fail before any work
+    out: list[dict[str, Any]] = [{"scores": {}, "seconds": {}} for _ in traces]
+    with progress_bar("saliency", total=len(traces) * len(methods)) as advance:
+        for m in methods:
+            sals = []
+            for lo in range(0, len(traces), batch_size):
+                chunk = traces[lo : lo + batch_size]
+                sals += compute_saliency(
+                    model,
+                    tokenizer,
+                    chunk,
+                    m,
+                    batch_size=batch_size,
+                    **method_options(m, scope, steps, seed, preset),
+                )
+                advance(len(chunk))
+            for row, sal in zip(out, sals):
+                row["tokens"] = [{"text": t.text, "start": t.start, "end": t.end} for t in sal.tokens]
+                row["answer_logprob"] = sal.answer_logprob
+                row["scores"][m] = sal.scores
+                row["seconds"][m] = sal.seconds
+                row["gap"] = cot_gap(sal)
+                if m == "learned":
+                    kw = {"tau": tau, "margin": margin}
+                    row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
+    return out
+
+
+def score_file(
+    model, tokenizer, path: str | Path, methods: list[str], task: str | None = None, **kw: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Score a traces JSONL. Returns (output rows, one-line errors for the rows that were skipped)."""
+    task_obj = get_task(task) if task else None
+    errors: list[str] = []
+    rows, traces = [], []
+    for n, row in read_jsonl(path, errors):
+        try:
+            traces.append(row_to_trace(row, tokenizer, task_obj, max_length(model)))
+            rows.append(row)
+        except UserError as e:
+            errors.append(f"{path}:{n}: {e}")
+    for e in errors:
+        log.warning("skipped %s", e)
+    if not traces:
+        return [], errors
+    scored = score_traces(model, tokenizer, traces, methods, **kw)
+    out = []
+    for row, s in zip(rows, scored):
+        out.append(
+            {
+                "id": row["id"],
+                **s,
+                "prompt": row["prompt"],
+                "reasoning": row["reasoning"],
+                "answer": row["answer"],
+            }
+        )
+    return out, errors

@@ -1,0 +1,834 @@
+"""Saliency of chain-of-thought tokens for the answer: a registry of methods and one result type.
+
+    traces = [Trace(prompt, reasoning="3 + 4 = 7, so", answer="\\n#### 7", target=(6, 7))]
+    [sal] = compute_saliency(model, tokenizer, traces, method="learned")
+    sal.show("heatmap.html")
+
+Every method scores each CoT token by how much the answer's log-probability log p(A) depends on it; a high score
+always means "important" (removing the token lowers log p(A)). Prompt, reasoning and answer are tokenized
+separately and concatenated, so CoT tokens carry clean character offsets into `reasoning`.
+
+Batched layout (see `_Batch`): every sequence is split at a point `split` (the answer scope's first query row for
+scope="answer", the first CoT token for scope="all"). The part before the split does not depend on the mask, so it
+is left-padded to a common end, run once without grad, and its keys/values are reused (`past_key_values`) by every
+forward of the part after the split (right-padded). Log-probs are taken only at the target tokens.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from .attention import check_backend, manipulate
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- inputs and outputs
+
+
+@dataclass
+class Trace:
+    """One rollout: the rendered prompt, the CoT, the answer segment, and the answer value's char span in `answer`."""
+
+    prompt: str
+    reasoning: str
+    answer: str
+    target: tuple[int, int] | None = None  # None: the whole answer segment
+
+    @classmethod
+    def from_completion(
+        cls, prompt: str, completion: str, answer_start: int, value_span: tuple[int, int]
+    ) -> Trace:
+        """Split a completion at its answer segment; `value_span` (offsets into the completion) is the target.
+
+        The answer segment is cut after the value: later tokens cannot change log p(value) under causal
+        attention, and small models often ramble on for many tokens that every forward would pay for.
+        """
+        lo, hi = value_span
+        return cls(
+            prompt,
+            completion[:answer_start],
+            completion[answer_start:hi],
+            (lo - answer_start, hi - answer_start),
+        )
+
+
+class Token(NamedTuple):
+    text: str
+    start: int  # char offsets into Trace.reasoning
+    end: int
+
+
+def content_mask(tokens: list[Token] | list[str]) -> list[bool]:
+    """True for tokens with a letter or digit: scoring metrics ignore punctuation and whitespace (attention sinks)."""
+    texts = [t.text if isinstance(t, Token) else t for t in tokens]
+    return [any(c.isalnum() for c in s) for s in texts]
+
+
+@dataclass
+class Saliency:
+    """Scores for the CoT tokens of one trace. High score = the answer needs this token."""
+
+    tokens: list[Token]
+    scores: list[float]
+    answer_logprob: float  # log p(target | prompt, reasoning) of the unmodified model
+    method: str
+    config: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time per trace (a batch's time divided by its size)
+    reasoning: str = ""
+    # suppressed_logprob: log p(target) with every CoT token removed from attention (the cot_reliance baseline)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tokens"] = [list(t) for t in self.tokens]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Saliency:
+        return cls(**{**d, "tokens": [Token(*t) for t in d["tokens"]]})
+
+    def save(self, path: str | Path) -> None:
+        from .io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Saliency:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def top(self, k: int = 5, content_only: bool = True) -> list[tuple[Token, float]]:
+        keep = content_mask(self.tokens) if content_only else [True] * len(self.tokens)
+        ranked = sorted((s, i) for i, s in enumerate(self.scores) if keep[i])[::-1]
+        return [(self.tokens[i], s) for s, i in ranked[:k]]
+
+    def show(self, path: str | Path | None = None) -> str:
+        """Self-contained HTML heatmap (red = important); written to `path` if given, and returned."""
+        from .heatmap import token_style  # heatmap imports this module
+
+        hi = max((abs(s) for s in self.scores), default=0.0) or 1.0
+        spans, pos = [], 0
+        for tok, s in zip(self.tokens, self.scores, strict=True):
+            spans.append(html.escape(self.reasoning[pos : tok.start]))  # whitespace the tokenizer split off
+            style = token_style(abs(s) / hi, negative=s < 0)
+            spans.append(f'<span style="{style}" title="{s:.4g}">{html.escape(tok.text)}</span>')
+            pos = max(pos, tok.end)
+        spans.append(html.escape(self.reasoning[pos:]))
+        doc = (
+            '<div style="font-family:monospace;white-space:pre-wrap;line-height:1.6">'
+            f"<div><b>{html.escape(self.method)}</b> log p(answer) = {self.answer_logprob:.3f}</div>"
+            f"{''.join(spans)}</div>"
+        )
+        if path is not None:
+            Path(path).write_text(f"<!doctype html><meta charset='utf-8'><body>{doc}</body>")
+        return doc
+
+    def _repr_html_(self) -> str:  # Jupyter
+        return self.show()
+
+
+# ----------------------------------------------------------------------------- tokenization and batching
+
+
+@dataclass
+class _Encoded:
+    ids: list[int]
+    cot_start: int  # token index of the first CoT token
+    tokens: list[Token]  # CoT tokens
+    answer_start: int
+    targets: list[int]  # token indices of the target tokens
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """The rendered prompt as given: a BOS is added only if the tokenizer adds one and the text lacks it."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+    return [bos] + ids if adds_bos and ids[:1] != [bos] else ids
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, trace: Trace) -> _Encoded:
+    p = encode_prompt(tokenizer, trace.prompt)
+    r = tokenizer(trace.reasoning, add_special_tokens=False, return_offsets_mapping=True)
+    a = tokenizer(trace.answer, add_special_tokens=False, return_offsets_mapping=True)
+    lo, hi = trace.target if trace.target is not None else (0, len(trace.answer))
+    targets = [
+        len(p) + len(r["input_ids"]) + i for i, (s, e) in enumerate(a["offset_mapping"]) if s < hi and e > lo
+    ]
+    if not targets:
+        raise UserError(f"target span {trace.target} covers no token of the answer {trace.answer!r}")
+    if not r["input_ids"]:
+        raise UserError("trace has an empty reasoning: there is nothing to score")
+    tokens = [Token(trace.reasoning[s:e], s, e) for s, e in r["offset_mapping"]]
+    return _Encoded(
+        p + r["input_ids"] + a["input_ids"], len(p), tokens, len(p) + len(r["input_ids"]), targets
+    )
+
+
+@dataclass
+class _Batch:
+    """Padded layout [left pad | before split | after split | right pad]; every `split` lands on column P."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T)
+    P: int
+    cot_pos: torch.Tensor  # (B, N) column of each CoT token (0 where invalid)
+    cot_valid: torch.Tensor  # (B, N) bool
+    tgt_pos: torch.Tensor  # (B, M) column of each target token
+    tgt_ids: torch.Tensor  # (B, M)
+    tgt_valid: torch.Tensor  # (B, M)
+    scope: str  # "answer" or "all"
+
+    @classmethod
+    def build(cls, encs: list[_Encoded], scope: str, pad_id: int, device) -> _Batch:
+        # Answer scope starts at the answer, or one token earlier if needed so that every row that predicts a
+        # target token is in scope (a target that is the answer's first token is predicted by the CoT's last row).
+        splits = [min(e.answer_start, e.targets[0] - 1) if scope == "answer" else e.cot_start for e in encs]
+        P = max(splits)
+        T = P + max(len(e.ids) - s for e, s in zip(encs, splits, strict=True))
+        B, N, M = len(encs), max(len(e.tokens) for e in encs), max(len(e.targets) for e in encs)
+        ids = torch.full((B, T), pad_id, dtype=torch.long)
+        mask = torch.zeros(B, T, dtype=torch.long)
+        cot_pos, cot_valid = torch.zeros(B, N, dtype=torch.long), torch.zeros(B, N, dtype=torch.bool)
+        tgt_pos, tgt_ids = (
+            torch.full((B, M), P + 1, dtype=torch.long),
+            torch.full((B, M), pad_id, dtype=torch.long),
+        )
+        tgt_valid = torch.zeros(B, M, dtype=torch.bool)
+        for b, (e, s) in enumerate(zip(encs, splits, strict=True)):
+            off = P - s
+            ids[b, off : off + len(e.ids)] = torch.tensor(e.ids)
+            mask[b, off : off + len(e.ids)] = 1
+            n = len(e.tokens)
+            cot_pos[b, :n] = torch.arange(e.cot_start, e.cot_start + n) + off
+            cot_valid[b, :n] = True
+            tgt_pos[b, : len(e.targets)] = torch.tensor(e.targets) + off
+            tgt_ids[b, : len(e.targets)] = torch.tensor([e.ids[t] for t in e.targets])
+            tgt_valid[b, : len(e.targets)] = True
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return cls(
+            ids.to(device),
+            mask.to(device),
+            position_ids.to(device),
+            P,
+            cot_pos.to(device),
+            cot_valid.to(device),
+            tgt_pos.to(device),
+            tgt_ids.to(device),
+            tgt_valid.to(device),
+            scope,
+        )
+
+    def repeat(self, b: int, n: int) -> _Batch:
+        """Row b repeated n times (the many suppressed variants of one trace)."""
+
+        def rep(t):
+            return t[b : b + 1].expand(n, *t.shape[1:])
+
+        return _Batch(
+            rep(self.input_ids),
+            rep(self.attention_mask),
+            rep(self.position_ids),
+            self.P,
+            rep(self.cot_pos),
+            rep(self.cot_valid),
+            rep(self.tgt_pos),
+            rep(self.tgt_ids),
+            rep(self.tgt_valid),
+            self.scope,
+        )
+
+    def spread(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, N) per-CoT-token values -> (B, T) over key columns (0 elsewhere); differentiable."""
+        onehot = F.one_hot(self.cot_pos, self.input_ids.shape[1]).to(values.dtype)
+        return torch.einsum("bn,bnt->bt", values * self.cot_valid, onehot)
+
+    @property
+    def query_start(self) -> int | None:
+        # In "all" scope every row may see the mask (causality already hides key i from rows before it).
+        return self.P if self.scope == "answer" else None
+
+
+Prefix = list[tuple[torch.Tensor, torch.Tensor]] | None
+
+
+@torch.no_grad()
+def _prefix_cache(model: PreTrainedModel, batch: _Batch) -> Prefix:
+    """Keys/values of the columns before the split; they do not depend on the mask, so they are computed once."""
+    if batch.P == 0:
+        return None
+    out = model(
+        input_ids=batch.input_ids[:, : batch.P],
+        attention_mask=batch.attention_mask[:, : batch.P],
+        position_ids=batch.position_ids[:, : batch.P],
+        use_cache=True,
+    )
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def _repeat_prefix(prefix: Prefix, b: int, n: int) -> Prefix:
+    return (
+        None
+        if prefix is None
+        else [(k[b : b + 1].expand(n, -1, -1, -1), v[b : b + 1].expand(n, -1, -1, -1)) for k, v in prefix]
+    )
+
+
+def _logprob(
+    model: PreTrainedModel,
+    batch: _Batch,
+    prefix: Prefix,
+    bias: torch.Tensor | None = None,
+    *,
+    use_cache: bool = True,
+    mode: str = "additive",
+    factor: float = 0.1,
+    implementation: str | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    output_attentions: bool = False,
+):
+    """log p(target) per row (B,), under `bias` on the key columns (None: the unmodified model).
+
+    With `use_cache` only the columns after the split are run, on a fresh cache built from `prefix` (fresh every
+    call: the cache grows in place, and the prefix must stay the same for every optimisation step).
+    """
+    P = batch.P if use_cache else 0
+    kwargs: dict[str, Any] = dict(attention_mask=batch.attention_mask, position_ids=batch.position_ids[:, P:])
+    if use_cache and prefix is not None:
+        kwargs["past_key_values"] = DynamicCache(ddp_cache_data=prefix, config=model.config)
+    if inputs_embeds is not None:
+        kwargs["inputs_embeds"] = inputs_embeds[:, P:]
+    else:
+        kwargs["input_ids"] = batch.input_ids[:, P:]
+    # Logits only at rows that predict a target (row t-1 predicts token t); one index list for the whole batch.
+    rows = batch.tgt_pos - 1 - P
+    keep = torch.unique(rows)
+    kwargs["logits_to_keep"] = keep
+    if bias is None and implementation is None:
+        out = model(**kwargs, output_attentions=output_attentions)
+    else:
+        if bias is None:
+            bias = torch.zeros(batch.input_ids.shape, device=batch.input_ids.device)
+        with manipulate(
+            model,
+            bias,
+            query_start=batch.query_start,
+            mode=mode,
+            factor=factor,
+            implementation=implementation,
+        ):
+            out = model(**kwargs, output_attentions=output_attentions)
+    logits = out.logits[
+        torch.arange(rows.shape[0], device=rows.device)[:, None], torch.searchsorted(keep, rows)
+    ]
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.tgt_ids[..., None])[..., 0]
+    lp = (lp * batch.tgt_valid).sum(-1)
+    return (lp, out) if output_attentions else lp
+
+
+@contextmanager
+def frozen(model: PreTrainedModel):
+    """Eval mode and requires_grad=False on every weight for the block, restored afterwards.
+
+    Gradients then reach only the mask (or the input embeddings), and no `.grad` is ever set on a weight, which
+    matters when saliency runs inside a GRPO step on the live policy.
+    """
+    flags = [p.requires_grad for p in model.parameters()]
+    training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(training)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+METHODS: dict[str, type[SaliencyMethod]] = {}
+
+
+def register(cls: type[SaliencyMethod]) -> type[SaliencyMethod]:
+    """Class decorator: add a method to the registry under its `method_name`."""
+    METHODS[cls.method_name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[SaliencyMethod]:
+    if name not in METHODS:
+        raise UserError(f"unknown saliency method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+@dataclass
+class SaliencyMethod:
+    """Base class. Subclasses are dataclasses (their fields are the config) and implement `scores`."""
+
+    method_name: ClassVar[str]
+    scope: str = "answer"  # query rows that see the manipulation: "answer" (direct effect) or "all" (total)
+    use_cache: bool = True  # reuse the keys/values before the split (exactly equal; off only for tests)
+
+    def scores(
+        self,
+        model: PreTrainedModel,
+        batch: _Batch,
+        prefix: Prefix,
+        base_lp: torch.Tensor,
+        removed_lp: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, N) scores for the CoT tokens of the batch; high = important.
+
+        `base_lp` is log p(A) of the unmodified model, `removed_lp` with every CoT token removed from the scope.
+        """
+        raise NotImplementedError
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "learned": {
+        # The paper's description: an additive mask started at -0.4 and optimised ~200 steps to restore p(A).
+        "paper": dict(
+            parametrization="additive",
+            init=-0.4,
+            steps=200,
+            lr=0.1,
+            lam=0.05,
+            normalize="none",
+            penalty="mean",
+            optimizer="adam",
+        ),
+        # atmanrl 0.1's defaults (absolute restore loss; collapses on confident traces, see docs/saliency.md).
+        "v0.1": dict(
+            parametrization="gate",
+            init=0.5,
+            steps=15,
+            lr=0.2,
+            lam=10.0,
+            normalize="none",
+            penalty="mean",
+            optimizer="adam",
+        ),
+        # The library's mask plus one leave-one-out hop: the computation behind a copied result counts too.
+        # Best planted AUC on the tuning families (docs/saliency.md); attribution only, ~2.6x the cost.
+        "chained": dict(chain=True, chain_by="leave_one_out", chain_top=3),
+    }
+}
+
+
+@register
+@dataclass
+class Learned(SaliencyMethod):
+    """AtManRL: learn one mask parameter per CoT token so that the answer's log-prob is restored.
+
+    restore (default): minimise  -min(r(mask), target) + lam * penalty(g), r = the restored share of the gap
+        r = (log p(A | mask) - log p(A | CoT removed)) / (log p(A | x, R) - log p(A | CoT removed))
+        (normalize="gap"; normalize="none" uses -log p(A | mask), the absolute loss of atmanrl 0.1). With the gap,
+        lam means the same thing on confident and unsure traces: a token stays open when its share of the gap
+        outweighs the penalty (penalty="sum": lam per token; "mean": lam / |R|).
+    delete:  start open, minimise  +r(mask) + lam * penalty(1 - g)  -> tokens whose removal hurts most close.
+    Parametrisations (g in (0, 1] is how much attention the token keeps; score = g, "open" = needed):
+      gate:     g = sigmoid(phi), bias = log g (reaches removal as phi -> -inf);
+      linear:   g = sigmoid(phi), bias = max_bias * (g - 1), in [-max_bias, 0];
+      additive: bias = theta (the paper's), g = exp(min(theta, 0)), score theta - init.
+    Fixed number of steps: no data-dependent early stop (it would deadlock distributed training).
+    Named settings: `make_method("learned", preset="paper")` (see PRESETS).
+    """
+
+    method_name: ClassVar[str] = "learned"
+    # Defaults from the study in docs/saliency.md (tuning splits of benchmarks/planted.py and reward_validity.py).
+    parametrization: str = "linear"
+    objective: str = "restore"
+    normalize: str = "gap"
+    penalty: str = "sum"
+    steps: int = 15
+    lr: float = 10.0  # sgd on the gap-normalised objective (adam: ~0.5)
+    lam: float = 0.05
+    # gate/linear: the initial g (0.9); additive: theta (restore -0.4, delete 0)
+    init: float | None = None
+    max_bias: float = 10.0  # linear only: the bias of a closed token (e^-10: removed)
+    min_gap: float = 0.1  # gaps below this (nats) are normalised by it: such traces have nothing to restore
+    # adam moves every gate ~lr per step whatever its gradient, so tokens with a weak pull open as far as strong
+    # ones; sgd keeps the gradient's magnitudes (with normalize="gap" its step is still scale-free per trace),
+    # which ranked padded CoTs below load-bearing ones more reliably in the study (docs/saliency.md).
+    optimizer: str = "sgd"
+    # restore objective: no credit for restoring more than this share of the gap, so once the kept tokens carry
+    # it, every further token only costs -- redundant copies and filler close (a minimal sufficient subset).
+    target: float = 0.9
+    # warm start: shift each gate's start by its first gradient (scaled per trace to at most +-warm_start logits).
+    # With adam every gate then moves by about the same steps, so tokens that close keep the gradient's order.
+    warm_start: float = 0.0
+    # chain: one more hop. The CoT tokens the answer needs most (up to chain_top, gate >= chain_min) become targets
+    # themselves, and the tokens *they* need score decay * g_target * need (see `_chain`). Off by default: it
+    # lifts the computation behind a copied result (planted AUC 0.69 -> 0.82 held out) but costs ~2.6x the mask;
+    # `preset="chained"` turns it on. chain_by: how the hop measures need -- "leave_one_out" (the drop share of
+    # the hop's own gap), "mask" (a learned mask per target) or "gradient" (one attention-gradient pass).
+    chain: bool = False
+    chain_by: str = "leave_one_out"
+    chain_top: int = 3
+    chain_min: float = 0.5
+    chain_decay: float = (
+        0.9  # an indirect need counts a little less than a direct one: the copied result ranks first
+    )
+
+    def __post_init__(self) -> None:  # a bad option fails when the method is built, before any model work
+        choices = {
+            "parametrization": ("gate", "linear", "additive"),
+            "objective": ("restore", "delete"),
+            "normalize": ("gap", "none"),
+            "penalty": ("sum", "mean"),
+            "optimizer": ("adam", "sgd"),
+            "chain_by": ("leave_one_out", "mask", "gradient"),
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise UserError(
+                    f"learned: {name} must be one of {'|'.join(valid)}, got {getattr(self, name)!r}"
+                )
+        if self.parametrization != "additive" and self.init is not None and not 0 < self.init < 1:
+            raise UserError(f"learned: a gate init must lie in (0, 1), got {self.init}")
+        if self.chain_top < 1 or not 0 < self.chain_decay <= 1:
+            raise UserError(
+                f"learned: chain_top must be >= 1 and chain_decay in (0, 1], got {self.chain_top}, {self.chain_decay}"
+            )
+        if self.steps < 0 or self.lr <= 0:
+            raise UserError(f"learned: steps must be >= 0 and lr > 0, got steps={self.steps}, lr={self.lr}")
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        sigmoid_gate = self.parametrization in ("gate", "linear")
+        restore = self.objective == "restore"
+        init = self.init if self.init is not None else (0.9 if sigmoid_gate else (-0.4 if restore else 0.0))
+        start = math.log(init / (1 - init)) if sigmoid_gate else init
+        valid = batch.cot_valid.float()
+        n_valid = valid.sum(-1).clamp(min=1)
+        param = torch.full(
+            batch.cot_valid.shape, float(start), device=batch.input_ids.device, requires_grad=True
+        )
+        if self.normalize == "gap":
+            if removed_lp is None:
+                raise UserError(
+                    "learned: normalize='gap' needs the removed log-prob (compute_saliency passes it)"
+                )
+            floor = removed_lp.detach().float()
+            gap = (base_lp.detach().float() - floor).clamp(min=self.min_gap)
+        opt = (
+            torch.optim.Adam([param], lr=self.lr)
+            if self.optimizer == "adam"
+            else torch.optim.SGD([param], lr=self.lr, momentum=0.5)
+        )
+        sign = 1.0 if restore else -1.0
+        for step in range(self.steps):
+            with torch.enable_grad():
+                if self.parametrization == "gate":
+                    g, values = torch.sigmoid(param), F.logsigmoid(param)
+                elif self.parametrization == "linear":
+                    g = torch.sigmoid(param)
+                    values = self.max_bias * (g - 1)
+                else:
+                    g, values = torch.exp(param.clamp(max=0)), param
+                lp = _logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
+                r = (lp - floor) / gap if self.normalize == "gap" else lp
+                if self.normalize == "gap" and restore and not (step == 0 and self.warm_start):
+                    r = r.clamp(max=self.target)
+                kept = ((g if restore else 1 - g) * valid).sum(-1)
+                reg = kept / n_valid if self.penalty == "mean" else kept
+                loss = (-sign * r + self.lam * reg).sum()  # summed: traces in a batch never interact
+                (grad,) = torch.autograd.grad(loss, param)
+            # A non-finite step (a trace whose answer log-prob overflows) must not poison the whole batch.
+            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            if step == 0 and self.warm_start:
+                with torch.no_grad():  # graded start: the first gradient, scaled per trace to +-warm_start
+                    scale = (grad.abs() * valid).amax(-1, keepdim=True).clamp(min=1e-12)
+                    param -= self.warm_start * grad / scale * valid
+            param.grad = grad
+            opt.step()
+        with torch.no_grad():
+            s = torch.sigmoid(param) if sigmoid_gate else param - start
+            return s if restore else (1 - s if sigmoid_gate else -s)
+
+
+def _variant_scores(method, model, batch, prefix, base_lp, suppress_fn, mode: str, factor: float, chunk: int):
+    """Score each CoT token by the drop of log p(A) when it (and whatever suppress_fn adds) is suppressed."""
+    out = torch.zeros(batch.cot_valid.shape, device=batch.input_ids.device)
+    for b in range(batch.input_ids.shape[0]):
+        n = int(batch.cot_valid[b].sum())
+        for lo in range(0, n, chunk):
+            idx = torch.arange(lo, min(lo + chunk, n), device=out.device)
+            sub = batch.repeat(b, len(idx))
+            values = suppress_fn(b, idx)  # (len(idx), N) per-CoT-token suppression values
+            lp = _logprob(
+                model,
+                sub,
+                _repeat_prefix(prefix, b, len(idx)),
+                sub.spread(values),
+                use_cache=method.use_cache,
+                mode=mode,
+                factor=factor,
+            )
+            out[b, idx] = base_lp[b] - lp
+    return out
+
+
+@register
+@dataclass
+class LeaveOneOut(SaliencyMethod):
+    """Deletion: remove one CoT token at a time (bias = dtype min); score = drop in log p(A)."""
+
+    method_name: ClassVar[str] = "leave_one_out"
+    chunk: int = 32  # suppressed variants per forward
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        N, neg = batch.cot_valid.shape[1], torch.finfo(model.dtype).min
+
+        def one(b, idx):
+            return F.one_hot(idx, N).to(model.dtype) * neg
+
+        return _variant_scores(self, model, batch, prefix, base_lp, one, "additive", 0.0, self.chunk)
+
+
+@register
+@dataclass
+class AtMan(SaliencyMethod):
+    """AtMan (Deb et al. 2023): multiply the pre-softmax scores of one CoT token by `factor`; score = drop.
+
+    conceptual=True also suppresses the CoT tokens whose input embedding has cosine similarity >= threshold with
+    it (AtMan's conceptual suppression, restricted to the CoT so prompt tokens are never attributed to it).
+    """
+
+    method_name: ClassVar[str] = "atman"
+    factor: float = 0.1
+    conceptual: bool = False
+    threshold: float = 0.6
+    chunk: int = 32
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        N = batch.cot_valid.shape[1]
+        if self.conceptual:
+            ids = torch.gather(batch.input_ids, 1, batch.cot_pos)
+            emb = F.normalize(model.get_input_embeddings()(ids).float(), dim=-1)
+            sim = (emb @ emb.transpose(1, 2) >= self.threshold) & batch.cot_valid[:, None, :]
+
+        def one(b, idx):
+            if self.conceptual:
+                return (sim[b, idx] | F.one_hot(idx, N).bool()).float()
+            return F.one_hot(idx, N).float()
+
+        return _variant_scores(
+            self, model, batch, prefix, base_lp, one, "multiplicative", self.factor, self.chunk
+        )
+
+
+@register
+@dataclass
+class AttentionGradient(SaliencyMethod):
+    """d log p(A) / d bias_i at bias 0: one forward+backward.
+
+    Removing token i moves its bias from 0 to -inf; to first order (in the gate g = exp(bias), from 1 to 0) that
+    changes log p(A) by -gradient, so score = +gradient: high = removing it lowers log p(A).
+    """
+
+    method_name: ClassVar[str] = "attention_gradient"
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        values = torch.zeros(batch.cot_valid.shape, device=batch.input_ids.device, requires_grad=True)
+        with torch.enable_grad():
+            lp = _logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
+            (grad,) = torch.autograd.grad(lp.sum(), values)
+        return grad
+
+
+@register
+@dataclass
+class GradXInput(SaliencyMethod):
+    """Gradient x input embedding, summed over the hidden dimension (signed: the first-order change of log p(A)
+    when the embedding is zeroed is -grad.x, so high = important). Always the total effect: split at the CoT."""
+
+    method_name: ClassVar[str] = "grad_x_input"
+    scope: str = "all"
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        emb = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
+        with torch.enable_grad():
+            lp = _logprob(model, batch, prefix, None, use_cache=self.use_cache, inputs_embeds=emb)
+            (grad,) = torch.autograd.grad(lp.sum(), emb)
+        gx = (grad * emb).sum(-1)
+        return torch.gather(gx, 1, batch.cot_pos)
+
+
+@register
+@dataclass
+class Attention(SaliencyMethod):
+    """Mean attention weight from the answer-scope query rows to each CoT key, over layers and heads (eager)."""
+
+    method_name: ClassVar[str] = "attention"
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        _, out = _logprob(
+            model,
+            batch,
+            prefix,
+            None,
+            use_cache=self.use_cache,
+            implementation="eager",
+            output_attentions=True,
+        )
+        att = torch.stack(out.attentions).float().mean(dim=(0, 2))  # (B, Q, T): mean over layers and heads
+        q0 = batch.P if not self.use_cache else 0
+        rows = batch.attention_mask[:, batch.P :].float()  # valid answer-scope rows
+        att = (att[:, q0:] * rows[..., None]).sum(1) / rows.sum(1, keepdim=True).clamp(min=1)
+        return torch.gather(att, 1, batch.cot_pos)
+
+
+@register
+@dataclass
+class Random(SaliencyMethod):
+    """Seeded uniform scores: the floor every method has to beat."""
+
+    method_name: ClassVar[str] = "random"
+    seed: int = 0
+
+    def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        gen = torch.Generator().manual_seed(self.seed)
+        return torch.rand(batch.cot_valid.shape, generator=gen).to(batch.input_ids.device)
+
+
+# ----------------------------------------------------------------------------- batched API
+
+
+def _score_encoded(m: SaliencyMethod, model, encs: list[_Encoded], pad_id: int, device):
+    """(scores (B, N) on the CPU, log p(A), log p(A | CoT removed)) for one batch of encoded traces."""
+    batch = _Batch.build(encs, m.scope, pad_id, device)
+    with torch.no_grad():
+        prefix = _prefix_cache(model, batch) if m.use_cache else None
+        base_lp = _logprob(model, batch, prefix, None, use_cache=m.use_cache)
+        removed = torch.full(batch.cot_valid.shape, torch.finfo(model.dtype).min, device=device)
+        empty_lp = _logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
+    scores = m.scores(model, batch, prefix, base_lp, empty_lp).detach().float().cpu()
+    return scores, base_lp, empty_lp
+
+
+def _chain(
+    m: Learned, model, encs: list[_Encoded], scores: torch.Tensor, pad_id: int, device
+) -> torch.Tensor:
+    """One more hop: the CoT tokens the answer needs most become targets themselves.
+
+    The answer usually copies a result ("42") and needs little of what computed it ("6 * 7 ="); the hop asks
+    which earlier CoT tokens each needed token needs. Token i's score becomes max(g_i, max_j g_j * h_ji), where
+    g_j is the first pass's gate of target j and h_ji in [0, 1] how much j needs i (chain_by): the chain of
+    reasoning the answer stands on. Each target is its own short row whose one predicting row is all that runs.
+    """
+    hops: list[tuple[int, int]] = []  # (trace, CoT index of the target)
+    rows: list[_Encoded] = []
+    for b, e in enumerate(encs):
+        content = content_mask(e.tokens)
+        need = sorted(
+            (j for j in range(1, len(e.tokens)) if content[j] and scores[b, j] >= m.chain_min),
+            key=lambda j: -float(scores[b, j]),
+        )[: m.chain_top]
+        for j in need:
+            hops.append((b, j))
+            rows.append(
+                _Encoded(
+                    e.ids[: e.cot_start + j + 1],
+                    e.cot_start,
+                    e.tokens[:j],
+                    e.cot_start + j,
+                    [e.cot_start + j],
+                )
+            )
+    if not rows:
+        return scores
+    if m.chain_by == "gradient":
+        grad, _, _ = _score_encoded(AttentionGradient(), model, rows, pad_id, device)
+        # scale-free per hop: the strongest pull is 1, pushes away are 0
+        hop = (grad / grad.amax(-1, keepdim=True).clamp(min=1e-12)).clamp(min=0)
+    elif m.chain_by == "leave_one_out":
+        drop, base, empty = _score_encoded(LeaveOneOut(), model, rows, pad_id, device)
+        gap = (base - empty).float().cpu().clamp(min=m.min_gap)
+        hop = (drop / gap[:, None]).clamp(0, 1)
+    else:
+        hop, _, _ = _score_encoded(m, model, rows, pad_id, device)
+    out = scores.clone()
+    for k, (b, j) in enumerate(hops):
+        out[b, :j] = torch.maximum(out[b, :j], m.chain_decay * scores[b, j] * hop[k, :j])
+    return out
+
+
+def make_method(method: str, preset: str | None = None, **config) -> SaliencyMethod:
+    """A configured method: its dataclass defaults, then the named `preset` (see PRESETS), then `config`."""
+    cls = get_method(method)
+    if preset is not None:
+        presets = PRESETS.get(method, {})
+        if preset not in presets:
+            raise UserError(
+                f"saliency method {method!r} has no preset {preset!r}; presets: {', '.join(presets) or 'none'}"
+            )
+        config = {**presets[preset], **config}
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise UserError(f"saliency method {method!r} has no option {unknown}; valid options: {sorted(known)}")
+    m = cls(**config)
+    if m.scope not in ("answer", "all"):
+        raise UserError(f"scope must be 'answer' or 'all', got {m.scope!r}")
+    return m
+
+
+def compute_saliency(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    traces: list[Trace],
+    method: str = "learned",
+    batch_size: int = 8,
+    **config,
+) -> list[Saliency]:
+    """One `Saliency` per trace. `config` holds the method's options (see its dataclass fields)."""
+    m = make_method(method, **config)
+    check_backend(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    results: list[Saliency] = []
+    with frozen(model):
+        for lo in range(0, len(traces), batch_size):
+            t0 = time.perf_counter()
+            encs = [encode(tokenizer, t) for t in traces[lo : lo + batch_size]]
+            scores, base_lp, empty_lp = _score_encoded(m, model, encs, pad_id, device)
+            if isinstance(m, Learned) and m.chain:
+                scores = _chain(m, model, encs, scores, pad_id, device)
+            if not torch.isfinite(scores).all():
+                log.warning(
+                    "saliency %s: %d non-finite scores replaced by 0",
+                    method,
+                    int((~torch.isfinite(scores)).sum()),
+                )
+                scores = torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+            seconds = (time.perf_counter() - t0) / len(encs)
+            for b, (e, t) in enumerate(zip(encs, traces[lo : lo + batch_size], strict=True)):
+                results.append(
+                    Saliency(
+                        e.tokens,
+                        scores[b, : len(e.tokens)].tolist(),
+                        float(base_lp[b]),
+                        method,
+                        asdict(m),
+                        seconds,
+                        t.reasoning,
+                        {"suppressed_logprob": float(empty_lp[b])},
+                    )
+                )
+    return results

@@ -1,0 +1,109 @@
+"""Bootstrap intervals over problems, and rank correlations within groups: how atmanrl reports an effect.
+
+    lo, hi = bootstrap_ci(values)                       # 95% interval of the mean over problems
+    d, lo, hi = paired_diff_ci(a, b)                     # mean(a - b) over the same problems, with its interval
+    rho, lo, hi = grouped_spearman(groups_x, groups_y)   # mean within-group rank correlation, with its interval
+
+Problems are the unit of resampling: every model of a comparison is evaluated on the same problems, so the
+difference between two arms is resampled in pairs. A statistic that is a ratio of sums (a share pooled over all
+words of all CoTs) is resampled as such (`bootstrap_stat`). Seeded: the same inputs give the same interval.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+N_BOOT = 2000
+
+
+def _percentiles(samples: list[float], level: float) -> tuple[float, float]:
+    samples = sorted(samples)
+    a = (1 - level) / 2
+    lo = samples[int(math.floor(a * (len(samples) - 1)))]
+    hi = samples[int(math.ceil((1 - a) * (len(samples) - 1)))]
+    return lo, hi
+
+
+def bootstrap_stat(
+    rows: Sequence[Any],
+    stat: Callable[[Sequence[Any]], float | None],
+    n_boot: int = N_BOOT,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float | None, float | None, float | None]:
+    """(stat(rows), lo, hi): a percentile interval from resampling `rows` with replacement."""
+    point = stat(rows) if rows else None
+    if point is None:
+        return None, None, None
+    rng = random.Random(seed)
+    n = len(rows)
+    samples = []
+    for _ in range(n_boot):
+        v = stat([rows[rng.randrange(n)] for _ in range(n)])
+        if v is not None and math.isfinite(v):
+            samples.append(v)
+    if not samples:
+        return point, None, None
+    return (point, *_percentiles(samples, level))
+
+
+def mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def bootstrap_ci(values: Sequence[float], **kw: Any) -> tuple[float | None, float | None, float | None]:
+    """(mean, lo, hi) of `values` (None entries dropped)."""
+    return bootstrap_stat([v for v in values if v is not None], mean, **kw)
+
+
+def paired_diff_ci(
+    a: Sequence[float | None], b: Sequence[float | None], **kw: Any
+) -> tuple[float | None, float | None, float | None]:
+    """(mean(a - b), lo, hi) over the positions where both are defined (the same problem in both arms)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    return bootstrap_ci([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None], **kw)
+
+
+def excludes_zero(lo: float | None, hi: float | None) -> bool:
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
+
+
+def ranks(xs: Sequence[float]) -> list[float]:
+    """Ranks 1..n with ties sharing their mean rank."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    out = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rho; None when either side is constant (GRPO sees no difference to learn from)."""
+    if len(x) != len(y) or len(x) < 2:
+        return None
+    rx, ry = ranks(x), ranks(y)
+    mx, my = mean(rx), mean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+
+
+def grouped_spearman(
+    groups_x: Sequence[Sequence[float]], groups_y: Sequence[Sequence[float]], **kw: Any
+) -> tuple[float | None, float | None, float | None, int]:
+    """Mean within-group Spearman rho over the groups where both sides vary, its interval over groups, and how
+    many groups counted. This is the direction GRPO's group-relative advantage pushes x when it rewards y."""
+    rhos = [spearman(x, y) for x, y in zip(groups_x, groups_y, strict=True)]
+    rhos = [r for r in rhos if r is not None]
+    return (*bootstrap_ci(rhos, **kw), len(rhos))

@@ -1,0 +1,454 @@
+"""GRPO training with AtManRL rewards, on TRL's GRPOTrainer.
+
+`atmanrl train RECIPE.yaml [--key value ...]` reads like open-r1's `grpo.py`: parse, seed, data, model,
+rewards, trainer, train, save, plot. A recipe is a YAML of `TrainScriptArguments`, TRL's `GRPOConfig` and
+`ModelConfig` keys; command-line `--key value` pairs override it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainScriptArguments:
+    """atmanrl's own recipe keys (the rest are TRL's `GRPOConfig` and `ModelConfig`)."""
+
+    task: str = field(default="arith", metadata={"help": "task: arith, gsm8k or mmlu"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "local GSM8K/MMLU copy; unset: download from the Hub"}
+    )
+    split: str = field(default="train", metadata={"help": "split to train on (eval splits are always test)"})
+    dataset_split: str | None = field(default=None, metadata={"help": "deprecated spelling of `split`"})
+    limit: int | None = field(default=None, metadata={"help": "use at most N training problems"})
+    level: int = field(default=1, metadata={"help": "arith difficulty level"})
+    subjects: str | None = field(default=None, metadata={"help": "mmlu: comma-separated subjects"})
+    fewshot: bool = field(default=True, metadata={"help": "prepend the task's worked example exchange"})
+    rewards: list[str] = field(
+        default_factory=lambda: ["correctness", "format", "saliency"],
+        metadata={"help": "reward names from atmanrl.rewards.REWARDS; weights go in `reward_weights`"},
+    )
+    saliency_variant: str = field(
+        default="needed_share",
+        metadata={"help": "needed_share (default), salient_fraction, cot_reliance or concentration"},
+    )
+    saliency_method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
+    saliency_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "mask optimisation steps (default: the method's, 15; or its preset's, e.g. paper 200)"
+        },
+    )
+    saliency_options: str | None = field(
+        default=None,
+        metadata={
+            "help": 'extra saliency options as JSON, e.g. \'{"lr": 0.2, "lam": 1.0, "scope": "answer"}\''
+        },
+    )
+    saliency_tau: float = field(
+        default=0.5, metadata={"help": "salient_fraction only: threshold on the score"}
+    )
+    saliency_margin: float = field(
+        default=1.0,
+        metadata={"help": "needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"},
+    )
+    saliency_correct_only: bool = field(
+        default=True, metadata={"help": "saliency reward for correct rollouts only"}
+    )
+    min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the latest checkpoint-N in output_dir"}
+    )
+    dry_run: bool = field(default=False, metadata={"help": "validate the recipe without loading weights"})
+    eval_limit: int = field(
+        default=64,
+        metadata={
+            "help": "held-out problems for evaluation during training (with eval_strategy steps/epoch)"
+        },
+    )
+    plot: bool = field(default=True, metadata={"help": "write training_curves.png to output_dir at the end"})
+
+
+def make_parser():
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    return TrlParser((TrainScriptArguments, GRPOConfig, ModelConfig), prog="atmanrl train")
+
+
+def _check_recipe_keys(path: Path) -> None:
+    """Name unknown keys before TRL parses (and before GRPOConfig's own checks, such as bf16 on CPU)."""
+    import dataclasses
+
+    import yaml
+    from trl import GRPOConfig, ModelConfig
+
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(recipe, dict):
+        raise UserError(f"recipe {path} must be a YAML mapping of keys to values")
+    known = {f.name for t in (TrainScriptArguments, GRPOConfig, ModelConfig) for f in dataclasses.fields(t)}
+    unknown = sorted(set(recipe) - known - {"env"})
+    if unknown:
+        raise UserError(f"recipe {path}: unknown keys {', '.join(unknown)}; see `atmanrl train --help`")
+
+
+def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, Any, Any]:
+    """(script args, GRPOConfig, ModelConfig) from a YAML recipe plus `--key value` overrides."""
+    args = list(overrides)
+    if recipe is not None:
+        from .recipes import recipe_path
+
+        path = recipe_path(recipe)
+        _check_recipe_keys(path)
+        args = ["--config", str(path), *args]
+    parser = make_parser()
+    import torch
+
+    if not torch.cuda.is_available() and "--dry_run" in args:
+        # GRPOConfig refuses bf16 without a GPU at parse time; a dry run on a laptop still checks the rest.
+        args += ["--bf16", "false"]
+    try:
+        script, training_args, model_args = parser.parse_args_and_config(args)[:3]
+        if script.dataset_split is not None:  # the 0.1 spelling, accepted for one release
+            log.warning("dataset_split is deprecated: use split (same meaning)")
+            script.split = script.dataset_split
+        return script, training_args, model_args
+    except ValueError as e:
+        msg = str(e).splitlines()[0]
+        if "Unknown arguments from config file" in msg:
+            keys = re.findall(r"'--([\w.-]+)'", msg)
+            raise UserError(
+                f"recipe {recipe}: unknown keys {', '.join(keys)}; see `atmanrl train --help`"
+            ) from e
+        raise UserError(f"recipe {recipe}: {msg}") from e
+    except SystemExit as e:  # argparse already printed the unknown/invalid command-line option
+        raise UserError(f"invalid command-line overrides {overrides}: see `atmanrl train --help`") from e
+
+
+# --- pieces -----------------------------------------------------------------------------------------
+
+
+def _task_kw(script: TrainScriptArguments) -> dict[str, Any]:
+    from .data import task_options
+
+    return task_options(script.task, level=script.level, subjects=script.subjects, fewshot=script.fewshot)
+
+
+def task_from(script: TrainScriptArguments):
+    from .data import get_task
+
+    return get_task(script.task, **_task_kw(script))
+
+
+def _evaluates(training_args) -> bool:
+    return str(getattr(training_args, "eval_strategy", "no")).split(".")[-1].lower() != "no"
+
+
+def build_dataset(script: TrainScriptArguments, seed: int, split: str | None = None):
+    """A `datasets.Dataset` with conversational `prompt`s and the `gold`/`task` columns the rewards read.
+
+    `split` "test" is the evaluation set: `eval_limit` problems of the task's held-out split."""
+    from datasets import Dataset
+
+    task = task_from(script)
+    split = split or script.split
+    limit = script.eval_limit if split != script.split else script.limit
+    examples = task.load(script.data_dir, split=split, limit=limit, seed=seed)
+    if not examples:
+        raise UserError(f"no training examples for task {script.task!r}: check data_dir / split")
+    return Dataset.from_list(
+        [{"prompt": task.messages(e), "gold": e.gold, "task": e.task, "id": e.id} for e in examples]
+    )
+
+
+def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> list:
+    import json
+
+    from .rewards import get_reward
+
+    if weights is not None and len(weights) != len(script.rewards):
+        raise UserError(
+            f"reward_weights has {len(weights)} entries for {len(script.rewards)} rewards {script.rewards}"
+        )
+    task_kw = {"task": script.task, **_task_kw(script)}
+    funcs = []
+    for name in script.rewards:
+        if name == "saliency":
+            try:
+                extra = json.loads(script.saliency_options) if script.saliency_options else {}
+            except json.JSONDecodeError as e:
+                raise UserError(
+                    f"saliency_options is not valid JSON ({e.msg}): {script.saliency_options}"
+                ) from e
+            funcs.append(
+                get_reward(
+                    "saliency",
+                    variant=script.saliency_variant,
+                    method=script.saliency_method,
+                    steps=script.saliency_steps,
+                    tau=script.saliency_tau,
+                    margin=script.saliency_margin,
+                    correct_only=script.saliency_correct_only,
+                    min_reasoning_tokens=script.min_reasoning_tokens,
+                    method_options=extra,
+                    **task_kw,
+                )
+            )
+        else:
+            funcs.append(get_reward(name, **task_kw))
+    return funcs
+
+
+def latest_checkpoint(output_dir: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def dry_run(script, training_args, model_args) -> tuple[list[str], list[str]]:
+    """Check everything a run needs except the weights: (report lines, problems that would stop the run here)."""
+    import importlib.util
+
+    from .attention import SUPPORTED
+    from .models import EMBEDDED, resolve_dtype
+
+    problems: list[str] = []
+    lines = [f"recipe keys: ok (output_dir={training_args.output_dir}, max_steps={training_args.max_steps})"]
+    build_rewards(script, training_args.reward_weights)
+    lines.append(
+        f"rewards: {', '.join(script.rewards)} (weights {training_args.reward_weights or 'all 1.0'})"
+    )
+    for split, what in (
+        (script.split, "data"),
+        *((("test", "eval data"),) if _evaluates(training_args) else ()),
+    ):
+        try:
+            n = len(build_dataset(script, training_args.seed, split=split))
+            lines.append(f"{what}: {script.task}/{split} reachable, {n} examples")
+        except UserError as e:
+            problems.append(f"{what}: {script.task}/{split} NOT reachable here: {e}")
+    name = model_args.model_name_or_path
+    if name in EMBEDDED:
+        lines.append(f"model: embedded alias {name}")
+    elif Path(name).exists():
+        lines.append(f"model: local folder {name}")
+    else:
+        lines.append(f"model: Hugging Face id {name} (downloaded at train time unless cached)")
+    try:
+        dtype = resolve_dtype(model_args.dtype or "float32", "cpu" if training_args.use_cpu else None)
+        lines.append(f"dtype: {str(dtype).replace('torch.', '')}")
+    except UserError as e:
+        problems.append(f"dtype: {e}")
+    impl = model_args.attn_implementation or "sdpa"
+    if "saliency" in script.rewards and impl not in SUPPORTED:
+        problems.append(
+            f"attn_implementation: the saliency reward manipulates attention, which needs "
+            f"{' or '.join(SUPPORTED)}, not {impl!r}: set attn_implementation: sdpa"
+        )
+    if getattr(training_args, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+        problems.append("use_vllm: vLLM is not installed here: pip install vllm, or set use_vllm: false")
+    if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
+        if importlib.util.find_spec("bitsandbytes") is None:
+            problems.append("load_in_4bit/8bit: bitsandbytes is not installed here: pip install bitsandbytes")
+    return lines, problems
+
+
+class FinalCheckpoint(TrainerCallback):
+    """Make the last step save a checkpoint, so a run of any length is resumable from its end."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_save = True
+        return control
+
+
+def plot_curves(log_history: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Training curves (reward components, accuracy, CoT length, saliency stats) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(
+        {k for h in log_history for k in h if k.startswith(("rewards/", "saliency/")) and k.endswith("/mean")}
+        | {k for h in log_history for k in h if k in ("reward", "completions/mean_length")}
+        | {k for h in log_history for k in h if k.startswith("saliency/")}
+    )
+    if not keys:
+        return None
+    cols = 3
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(h["step"], h[key]) for h in log_history if key in h and "step" in h]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+
+def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, Any]:
+    from transformers import set_seed
+    from trl import GRPOTrainer, get_peft_config, get_quantization_config
+    from trl.trainer.callbacks import RichProgressCallback
+
+    from .models import load_model, resolve_dtype, resolve_model_path
+
+    if script.dry_run:
+        lines, problems = dry_run(script, training_args, model_args)
+        for line in lines:
+            print(line)
+        for p in problems:
+            print(f"PROBLEM {p}")
+        print(
+            "dry run: ok, the run can start here" if not problems else f"dry run: {len(problems)} problem(s)"
+        )
+        return {"dry_run": True, "problems": problems}
+
+    set_seed(training_args.seed)
+    dataset = build_dataset(script, training_args.seed)
+    reward_funcs = build_rewards(script, training_args.reward_weights)
+
+    eval_dataset = (
+        build_dataset(script, training_args.seed, split="test") if _evaluates(training_args) else None
+    )
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    model, tokenizer = load_model(
+        path,
+        dtype=resolve_dtype(model_args.dtype or "float32", "cpu" if training_args.use_cpu else None),
+        attn_implementation=model_args.attn_implementation or "sdpa",
+        trust_remote_code=getattr(training_args, "trust_remote_code", False),
+        revision=model_args.model_revision,
+        quantization_config=get_quantization_config(model_args),
+    )
+    if training_args.gradient_checkpointing:
+        model.config.use_cache = False
+
+    resume = training_args.resume_from_checkpoint  # TRL's key: a checkpoint path
+    if resume and not Path(resume).is_dir():
+        raise UserError(f"resume_from_checkpoint: no such checkpoint folder {resume}")
+    if script.resume and not resume:
+        resume = latest_checkpoint(training_args.output_dir)
+        if resume is None:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", training_args.output_dir)
+    training_args.disable_tqdm = True  # rich progress instead
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[RichProgressCallback(), FinalCheckpoint()],
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the rich table shows the same logs
+    for fn in reward_funcs:
+        if hasattr(fn, "bind"):
+            fn.bind(trainer)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    summary = {
+        "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "checkpoint": latest_checkpoint(training_args.output_dir),
+    }
+    if script.plot and trainer.is_world_process_zero():
+        png = plot_curves(trainer.state.log_history, Path(training_args.output_dir) / "training_curves.png")
+        summary["plot"] = str(png) if png else None
+    if hasattr(trainer, "end"):
+        trainer.end()
+    return summary
+
+
+USAGE = """usage: atmanrl train RECIPE.yaml [--key value ...]
+
+Train with GRPO (TRL's GRPOTrainer) on a recipe: a YAML of atmanrl's keys below plus TRL's GRPOConfig and
+ModelConfig keys. `--key value` pairs, before or after the recipe, override it; `--config RECIPE.yaml` works too.
+
+  atmanrl recipes                                        # the recipes that ship with atmanrl
+  atmanrl train recipes/smollm2-135m/arith_atmanrl.yaml --max_steps 10 --output_dir runs/try
+  atmanrl train RECIPE.yaml --dry-run                    # check data, model, rewards and setup; no training
+  atmanrl train RECIPE.yaml --resume true                # continue from the latest checkpoint-N
+"""
+
+
+def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(recipe, overrides): the recipe is `--config PATH` or the first .yaml/.yml token, wherever it stands."""
+    args = list(argv)
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise UserError(
+                "--config needs a recipe path, e.g. --config recipes/smollm2-135m/arith_atmanrl.yaml"
+            )
+        return args[i + 1], args[:i] + args[i + 2 :]
+    for i, a in enumerate(args):
+        if a.endswith((".yaml", ".yml")) and not a.startswith("-"):
+            return a, args[:i] + args[i + 1 :]
+    return None, args
+
+
+def print_help() -> None:
+    """atmanrl's keys first (what a recipe author needs), then TRL's full GRPOConfig and ModelConfig keys."""
+    from transformers import HfArgumentParser
+
+    print(USAGE)
+    own = HfArgumentParser(TrainScriptArguments, prog="atmanrl train", add_help=False).format_help()
+    lines = own.splitlines()
+    print("atmanrl keys:")
+    print("\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("options")) + 1 :]))
+    print("\nTRL's GRPOConfig and ModelConfig keys (https://huggingface.co/docs/trl):")
+    full = make_parser().format_help().splitlines()
+    start = next((i for i, line in enumerate(full) if line.strip().startswith("--output_dir")), 0)
+    print("\n".join(full[start:]))
+
+
+def cli(argv: list[str]) -> int:
+    """Entry for `atmanrl train RECIPE.yaml [--key value ...]` (argv excludes `train`)."""
+    if "-h" in argv or "--help" in argv:
+        print_help()
+        return 0
+    if not argv:
+        print(USAGE + "\nThe full list of keys: atmanrl train --help")
+        return 2
+    recipe, overrides = split_recipe(argv)
+    # The vocabulary of the other commands: --model (TRL's model_name_or_path) and --dry-run.
+    synonyms = {"--dry-run": "--dry_run", "--model": "--model_name_or_path"}
+    overrides = [synonyms.get(a, a) for a in overrides]
+    script, training_args, model_args = parse_recipe(recipe, overrides)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    summary = main(script, training_args, model_args)
+    if summary.get("dry_run"):
+        return 1 if summary["problems"] else 0
+    print(
+        f"trained {summary['global_step']} steps; checkpoint={summary['checkpoint']}; plot={summary.get('plot')}"
+    )
+    return 0
