@@ -1,6 +1,6 @@
-"""Held-out summary of a trained model on arith level 1: accuracy, mean CoT length, and the salient
-fraction as the CPU AtManRL recipe defines it (learned mask at its defaults, content tokens, tau 0.1,
-correct answers with at least 5 CoT tokens). Prints one JSON line.
+"""Held-out summary of a trained model on arith level 1: accuracy, mean CoT length, and atmanrl 0.1's salient
+fraction (the `v0.1` mask preset, content tokens, tau 0.1, correct answers with at least 5 CoT tokens), the
+reward the 0.1 runs in docs/results.md trained on. Prints one JSON line.
 
     python benchmarks/train_summary.py runs/smollm2-135m/arith_atmanrl 50
 """
@@ -25,7 +25,8 @@ def main(model_path: str, n: int, tau: float = 0.1) -> dict:
     rows = generate_task(model, tok, task, task.load(split="test", limit=n, seed=0), SamplingConfig(seed=0))
     cot = [len(tok(r["reasoning"], add_special_tokens=False)["input_ids"]) for r in rows]
     ok = [r for r, c in zip(rows, cot) if r["correct"] and c >= 5]
-    sals = compute_saliency(model, tok, [row_to_trace(r, tok, task) for r in ok], "learned") if ok else []
+    traces = [row_to_trace(r, tok, task) for r in ok]
+    sals = compute_saliency(model, tok, traces, "learned", preset="v0.1") if ok else []
     return {
         "model": model_path,
         "n": n,

@@ -210,3 +210,14 @@ def test_the_cli_offers_every_preset_of_the_learned_mask():
     from atmanrl.cli import LEARNED_PRESETS
 
     assert set(LEARNED_PRESETS) == set(PRESETS["learned"])
+
+
+def test_the_chained_mask_is_refused_in_multi_process_training(tokenizer):
+    from types import SimpleNamespace
+
+    fn = SaliencyReward(task="arith", method_options={"preset": "chained"})
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(num_processes=2), processing_class=tokenizer)
+    with pytest.raises(UserError, match="deadlock"):
+        fn.bind(trainer)
+    trainer.accelerator.num_processes = 1
+    assert fn.bind(trainer) is fn

@@ -475,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
         help="sample completions and score their answers",
         description="Sample one completion per example with the task's prompt, parse the "
-        "answer, and write one JSON line per example (id, prompt, completion, "
-        "reasoning, answer, gold, correct). Prints a summary with accuracy.",
+        "answer, and write one JSON line per example (id, task, prompt, messages, completion, "
+        "reasoning, answer, pred, gold, correct). Prints a summary with accuracy.",
     )
     add_model_args(p)
     add_task_args(p)
@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reasoning + answer; the prompt is the user message, or `messages` if the "
         "row has them, rendered with the model's chat template), score every CoT "
         "token with each method, and write {id, tokens, scores, answer_logprob, "
-        "seconds, rewards} per line. Bad rows are skipped with a message.",
+        "gap, seconds, rewards} per line. Bad rows are skipped with a message.",
     )
     add_model_args(p)
     p.add_argument(
@@ -566,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="also run the planted-distractor benchmark on N cases (source checkout only; default: off)",
+        help="also run the planted-distractor cases (atmanrl.planted) on N cases (default: off)",
     )
     p.set_defaults(func=cmd_eval)
 
@@ -597,13 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="outcome-only GRPO vs AtManRL: train both per seed, evaluate, one report with 95%% intervals",
         description="Train the outcome-only and the AtManRL recipe with the same seeds, data and budget, "
         "evaluate the base model and every run on the same held-out problems, and write OUT/ab.html and "
-        "OUT/ab.json (bootstrap 95%% intervals over problems, paired differences, training curves). "
+        "OUT/ab.json (bootstrap 95% intervals over problems, paired differences, training curves). "
         "Finished runs and evaluations are reused; interrupted runs resume.",
     )
     p.add_argument(
         "--output", "-o", default="runs/ab", metavar="OUT", help="output folder (default: %(default)s)"
     )
-    p.add_argument("--model", default="smollm2-135m-instruct", help="base model for both arms")
+    p.add_argument(
+        "--model",
+        "--model-name-or-path",
+        "--model_name_or_path",
+        dest="model",
+        default="smollm2-135m-instruct",
+        help="base model for both arms",
+    )
     p.add_argument(
         "--outcome-recipe", default="smollm2-135m/arith_outcome.yaml", help="YAML path or recipe name"
     )

@@ -11,7 +11,7 @@ Groups (see docs/evaluation.md for the definitions):
   (`#### ` / `Answer:`) to a (modified) CoT and greedily decoding a few tokens.
 - `saliency`: per method, answer log-prob as the top-k% CoT content tokens are removed (deletion) or are
   the only ones kept (insertion); removal is an attention bias on those key columns, answer rows only.
-- `planted` (optional): the planted-distractor benchmark, from `benchmarks/planted.py` in a source checkout.
+- `planted` (optional): the planted-distractor cases of `atmanrl.planted`.
 
 The returned dict holds these groups, `meta`, and `generations` (one row per example with the per-example
 results); `metrics.json` is the dict without `generations`.
@@ -66,11 +66,11 @@ class EvalConfig:
     fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # early answering: share of CoT tokens kept
     mistake_mode: str = "force"  # "force": corrupt, then force the answer; "continue": let the model go on
     filler: str = " ..."  # filler unit, repeated to the CoT's token length
-    methods: tuple[str, ...] = ("attention_gradient", "learned", "random")
+    methods: tuple[str, ...] = ("learned", "attention_gradient", "random")  # the CLI's DEFAULT_METHODS
     # options per method, e.g. {"learned": {"steps": 10}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ks: tuple[int, ...] = tuple(range(0, 101, 10))  # deletion/insertion: % of CoT content tokens
-    # traces per saliency method: the learned mask costs ~30 forward+backward passes per batch
+    # traces per saliency method: the learned mask costs ~15 forward+backward passes per batch
     saliency_limit: int | None = 16
     heatmaps: int = 2  # example saliency maps kept per method for the report
     planted: int = 0  # planted-distractor cases per method (0: off)

@@ -254,6 +254,15 @@ class SaliencyReward:
         self.__name__ = "saliency"
 
     def bind(self, trainer) -> SaliencyReward:
+        from .saliency import make_method
+
+        if trainer.accelerator.num_processes > 1 and getattr(
+            make_method(self.method, **self.options), "chain", False
+        ):
+            raise UserError(
+                "saliency: the chained mask runs a data-dependent number of passes, which deadlocks multi-process "
+                "training; drop preset 'chained' / chain from saliency_options"
+            )
         self.trainer = trainer
         self.tokenizer = trainer.processing_class
         return self

@@ -425,7 +425,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             optimizer="adam",
         ),
         # The library's mask plus one leave-one-out hop: the computation behind a copied result counts too.
-        # Best planted AUC on the tuning families (docs/saliency.md); attribution only, ~2.6x the cost.
+        # Best planted AUC on the tuning families (docs/saliency.md); attribution only, ~2.7x the cost.
         "chained": dict(chain=True, chain_by="leave_one_out", chain_top=3),
     }
 }
@@ -475,7 +475,7 @@ class Learned(SaliencyMethod):
     warm_start: float = 0.0
     # chain: one more hop. The CoT tokens the answer needs most (up to chain_top, gate >= chain_min) become targets
     # themselves, and the tokens *they* need score decay * g_target * need (see `_chain`). Off by default: it
-    # lifts the computation behind a copied result (planted AUC 0.69 -> 0.82 held out) but costs ~2.6x the mask;
+    # lifts the computation behind a copied result (planted AUC 0.69 -> 0.82 held out) but costs ~2.7x the mask;
     # `preset="chained"` turns it on. chain_by: how the hop measures need -- "leave_one_out" (the drop share of
     # the hop's own gap), "mask" (a learned mask per target) or "gradient" (one attention-gradient pass).
     chain: bool = False
