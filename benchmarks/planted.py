@@ -1,12 +1,7 @@
 """Planted-distractor benchmark: does a saliency method find the one CoT sentence the answer depends on?
 
-The cases and metrics live in `atmanrl.planted`. Each case is a synthetic arithmetic rollout: a question, a CoT with exactly ONE relevant computation sentence
-("7 * 6 = 42.") hidden among distractor sentences (some with numbers that are not the answer), and the answer
-segment "\\n#### 42". Metrics, over content tokens only (a letter or digit; see `content_mask`):
-- hit@1: the top-scored content token lies in the relevant sentence;
-- AUC: ROC-AUC of the scores, relevant vs distractor content tokens;
-- sink@1: share of cases whose top token over ALL tokens is punctuation/whitespace (sentence ends act as sinks);
-- s/case: wall time per case.
+The cases and metrics (hit@1, AUC, AUC on the result tokens, sink@1, s/case) live in `atmanrl.planted`;
+this is the command line that runs them for every method and template family.
 
 Template families (FAMILIES) are split: defaults are set on `--split tune`; `--split heldout` is reported.
 

@@ -68,18 +68,24 @@ def add_task_args(p: argparse.ArgumentParser, default_task: str | None = "arith"
     )
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_option(g, what: str) -> None:
+    """--model, with TRL's spelling as a synonym: the one name every command uses for the model."""
     from .models import DEFAULT_MODEL
 
-    g = p.add_argument_group("model")
     g.add_argument(
         "--model",
         "--model-name-or-path",
         "--model_name_or_path",
         dest="model",
         default=DEFAULT_MODEL,
-        help="embedded alias, Hugging Face id or local folder (default: %(default)s)",
+        help=f"{what} (default: %(default)s)",
     )
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+
+    g = p.add_argument_group("model")
+    add_model_option(g, "embedded alias, Hugging Face id or local folder")
     g.add_argument(
         "--dtype",
         default="auto",
@@ -603,14 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output", "-o", default="runs/ab", metavar="OUT", help="output folder (default: %(default)s)"
     )
-    p.add_argument(
-        "--model",
-        "--model-name-or-path",
-        "--model_name_or_path",
-        dest="model",
-        default="smollm2-135m-instruct",
-        help="base model for both arms",
-    )
+    add_model_option(p, "base model for both arms")
     p.add_argument(
         "--outcome-recipe", default="smollm2-135m/arith_outcome.yaml", help="YAML path or recipe name"
     )
