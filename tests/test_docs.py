@@ -75,7 +75,7 @@ CHEAP = [
 
 
 @pytest.mark.parametrize("where, cmd", CHEAP, ids=[f"{w}:{c[:60]}" for w, c in CHEAP])
-def test_the_cheap_documented_commands_run(where, cmd, monkeypatch, tmp_path):
+def test_the_cheap_documented_commands_run(where, cmd, monkeypatch, tmp_path, capsys):
     if "copy" in cmd:
         monkeypatch.chdir(tmp_path)
     else:
@@ -92,6 +92,10 @@ def test_the_cheap_documented_commands_run(where, cmd, monkeypatch, tmp_path):
         rc = main(argv)
     except SystemExit as e:  # --help
         rc = e.code
+    if rc == 1 and "--dry-run" in cmd:  # a GPU recipe's dry run may only miss what this machine lacks
+        problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+        assert problems and all(p.startswith(("PROBLEM use_vllm", "PROBLEM data")) for p in problems), problems
+        return
     assert rc == 0, f"{where}: `{cmd}` exited {rc}"
 
 
