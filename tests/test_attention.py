@@ -188,3 +188,24 @@ def test_unsupported_backend_is_a_user_error(backend):
         with manipulate(model, torch.zeros(1, 4)):
             pass
     assert model.config._attn_implementation == backend  # untouched
+
+
+@pytest.mark.parametrize("mode", ["additive", "multiplicative"])
+def test_the_manipulated_mask_is_built_once_per_forward(mode, padded, monkeypatch):
+    """One mask for all layers (not one per layer), rebuilt for the next forward: the scores stay the model's."""
+    import atmanrl.attention as att
+
+    model = make_tiny_model("llama", VOCAB, "sdpa")
+    assert model.config.num_hidden_layers > 1
+    calls = []
+    real = att._float_mask
+    monkeypatch.setattr(att, "_float_mask", lambda *a: calls.append(1) or real(*a))
+    ids, mask = padded
+    bias = torch.zeros(3, 12)
+    bias[:, 4] = 1.0 if mode == "multiplicative" else -5.0
+    with manipulate(model, bias, mode=mode, factor=0.1):
+        first = forward(model, ids, mask)
+        assert len(calls) == 1
+        second = forward(model, ids, mask)
+        assert len(calls) == 2
+    torch.testing.assert_close(first, second)

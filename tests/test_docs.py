@@ -94,7 +94,9 @@ def test_the_cheap_documented_commands_run(where, cmd, monkeypatch, tmp_path, ca
         rc = e.code
     if rc == 1 and "--dry-run" in cmd:  # a GPU recipe's dry run may only miss what this machine lacks
         problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
-        assert problems and all(p.startswith(("PROBLEM use_vllm", "PROBLEM data")) for p in problems), problems
+        assert problems and all(p.startswith(("PROBLEM use_vllm", "PROBLEM data")) for p in problems), (
+            problems
+        )
         return
     assert rc == 0, f"{where}: `{cmd}` exited {rc}"
 

@@ -114,24 +114,47 @@ def _make_attention(
 ) -> Callable:
     """The attention function registered for one context: a closure, so the bias lives only in the context."""
 
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        batch, q_len, k_len = query.shape[0], query.shape[2], key.shape[2]
-        if k_len > bias.shape[1]:
-            raise ValueError(f"layer sees {k_len} keys but the bias covers only {bias.shape[1]} positions")
-        if bias.shape[0] != batch:
-            raise ValueError(f"bias has batch {bias.shape[0]} but the forward has batch {batch}")
+    # Every layer of one forward gets the same mask object and shapes, so the manipulated mask is built once per
+    # forward and shared by all layers (one autograd node instead of one per layer). The entry holds the mask
+    # object itself, so a later forward's mask can never be mistaken for it.
+    built: dict[str, object] = {}
+
+    def manipulated(attention_mask, query, k_len):
+        key_ = (attention_mask, query.shape[0], query.shape[2], k_len, query.dtype, query.device)
+        hit = built.get("key")
+        if hit is not None and hit[0] is key_[0] and hit[1:] == key_[1:]:
+            return built["value"]
+        batch, q_len = query.shape[0], query.shape[2]
         mask = _float_mask(attention_mask, query, k_len)
         rows = _row_scope(query_start, batch, q_len, k_len, query.device)
         b = bias[:, None, None, :k_len].to(device=query.device, dtype=query.dtype)  # (B, 1, 1, K)
         if mode == "multiplicative":
             # b = suppression weight: 1 -> score * factor, 0 -> unchanged. Differentiable in b.
-            mult = torch.where(rows, 1.0 - b * (1.0 - factor), torch.ones((), dtype=b.dtype, device=b.device))
+            value = (
+                mask,
+                torch.where(rows, 1.0 - b * (1.0 - factor), torch.ones((), dtype=b.dtype, device=b.device)),
+            )
+        else:
+            # Additive: clamp so dtype-min bias on an already masked key stays finite (-inf there would turn
+            # fully masked padding rows into NaN, and NaN values leak through 0 attention weights into real rows).
+            value = (
+                (mask + torch.where(rows, b, torch.zeros((), dtype=b.dtype, device=b.device))).clamp_min(
+                    torch.finfo(query.dtype).min
+                ),
+                None,
+            )
+        built["key"], built["value"] = key_, value
+        return value
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        batch, k_len = query.shape[0], key.shape[2]
+        if k_len > bias.shape[1]:
+            raise ValueError(f"layer sees {k_len} keys but the bias covers only {bias.shape[1]} positions")
+        if bias.shape[0] != batch:
+            raise ValueError(f"bias has batch {bias.shape[0]} but the forward has batch {batch}")
+        mask, mult = manipulated(attention_mask, query, k_len)
+        if mode == "multiplicative":
             return eager_attention(module, query, key, value, mask, scaling, dropout, score_multiplier=mult)
-        # Additive: clamp so dtype-min bias on an already masked key stays finite (-inf there would turn fully
-        # masked padding rows into NaN, and NaN values leak through 0 attention weights into real rows).
-        mask = (mask + torch.where(rows, b, torch.zeros((), dtype=b.dtype, device=b.device))).clamp_min(
-            torch.finfo(query.dtype).min
-        )
         use_eager = base == "eager" or (query.is_cuda and bias.requires_grad)  # see the CUDA caveat above
         fn = _model_eager(module) if use_eager else AttentionInterface._global_mapping["sdpa"]
         return fn(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
