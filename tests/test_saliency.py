@@ -174,3 +174,29 @@ def test_planted_token_ranks_first_on_the_real_model(real_model, method):
     ((top, _),) = sal.top(1)
     lo = reasoning.index(relevant)
     assert lo <= top.start < lo + len(relevant), sal.top(5)
+
+
+def test_batches_by_token_budget_keep_every_score(tokenizer):
+    """Longest first, as many per forward as the budget allows: the same scores as one trace at a time."""
+    from atmanrl.generate import render_prompt
+    from atmanrl.saliency import Trace, compute_saliency, plan_batches
+    from conftest import make_tiny_model
+
+    assert plan_batches([5, 9, 7], batch_size=2) == [[0, 1], [2]]
+    assert plan_batches([5, 9, 7], batch_size=None, token_budget=27) == [[1, 2, 0]]
+    assert plan_batches([5, 9, 7], batch_size=None, token_budget=18) == [[1, 2], [0]]
+    assert plan_batches([5, 9, 7], batch_size=1, token_budget=100) == [[1], [2], [0]]
+    assert plan_batches([50], token_budget=10) == [[0]]  # too long for the budget: alone, never dropped
+
+    model = make_tiny_model("llama", len(tokenizer))
+    prompt = render_prompt(tokenizer, [{"role": "user", "content": "Question: 2 + 3?"}])
+    cots = ["2 + 3 = 5.", "We add. 2 plus 3 makes 5, so 2 + 3 = 5.", "Two and three: 5."]
+    traces = [Trace(prompt, c, "\n#### 5", (6, 7)) for c in cots]
+    for method, opts in (("learned", {"steps": 3}), ("leave_one_out", {})):
+        one = compute_saliency(model, tokenizer, traces, method, batch_size=1, **opts)
+        budget = compute_saliency(
+            model, tokenizer, traces, method, batch_size=None, token_budget=10_000, **opts
+        )
+        for a, b in zip(one, budget, strict=True):
+            assert a.reasoning == b.reasoning
+            torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores), atol=1e-4, rtol=1e-4)

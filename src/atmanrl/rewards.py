@@ -220,7 +220,8 @@ class SaliencyReward:
         margin: float = 1.0,
         correct_only: bool = True,
         min_reasoning_tokens: int = 5,
-        batch_size: int = 8,
+        batch_size: int | None = None,
+        token_budget: int | None = 16384,
         method_options: dict[str, Any] | None = None,
         model=None,
         tokenizer=None,
@@ -244,10 +245,14 @@ class SaliencyReward:
         if steps is not None and method == "learned":
             self.options.setdefault("steps", steps)
         self.variant_kw = {"tau": tau, "scale": scale, "margin": margin}
-        self.correct_only, self.min_reasoning_tokens, self.batch_size = (
+        # One step's rollouts in as few forwards as `token_budget` (traces x longest length) allows; at most
+        # `batch_size` traces per forward (None: no cap). Multi-process runs use fixed groups of
+        # `batch_size or 8`: a length-dependent number of forwards would break the ranks' lockstep.
+        self.correct_only, self.min_reasoning_tokens, self.batch_size, self.token_budget = (
             correct_only,
             min_reasoning_tokens,
             batch_size,
+            token_budget,
         )
         self.task = get_task(task, **task_options)
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
@@ -322,15 +327,18 @@ class SaliencyReward:
             out.append(trace)
         return out
 
-    def _score(self, model, todo: list) -> list:
+    def _score(self, model, todo: list, world: int = 1) -> list:
         """Saliency for every trace; a batch that fails is retried trace by trace, and a trace that still
         fails (a tokenisation corner case) gets None, so one bad rollout never costs the step its rewards."""
         from .saliency import compute_saliency
 
+        batching = (
+            {"batch_size": self.batch_size, "token_budget": self.token_budget}
+            if world == 1
+            else {"batch_size": self.batch_size or 8}
+        )
         try:
-            return compute_saliency(
-                model, self.tokenizer, todo, self.method, batch_size=self.batch_size, **self.options
-            )
+            return compute_saliency(model, self.tokenizer, todo, self.method, **batching, **self.options)
         except UserError as e:
             log.warning("saliency batch failed (%s): scoring its %d traces one by one", e, len(todo))
         out = []
@@ -369,7 +377,7 @@ class SaliencyReward:
             todo = todo + [filler] * (len(traces) - len(todo))
         t0 = time.perf_counter()
         with torch.enable_grad(), disable_gradient_checkpointing(model):
-            sals = self._score(model, todo) if todo else []
+            sals = self._score(model, todo, world) if todo else []
         seconds = time.perf_counter() - t0
         rewards: list[float | None] = []
         it = iter(sals)

@@ -789,24 +789,59 @@ def make_method(method: str, preset: str | None = None, **config) -> SaliencyMet
     return m
 
 
+def plan_batches(
+    lengths: list[int], batch_size: int | None = 8, token_budget: int | None = None
+) -> list[list[int]]:
+    """Indices of the traces in each forward batch.
+
+    Without `token_budget`: consecutive groups of `batch_size`. With it: traces sorted by length (longest first,
+    so little padding), each batch as large as `batch size x longest sequence <= token_budget` allows, and at most
+    `batch_size` traces (None: no cap). A trace longer than the budget gets a batch of its own.
+    """
+    n = len(lengths)
+    if token_budget is None:
+        step = batch_size or max(n, 1)
+        return [list(range(lo, min(lo + step, n))) for lo in range(0, n, step)]
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        cur = batches[-1] if batches else None
+        # longest first: the batch's first trace is its longest
+        if (
+            cur
+            and (len(cur) + 1) * lengths[cur[0]] <= token_budget
+            and (batch_size is None or len(cur) < batch_size)
+        ):
+            cur.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def compute_saliency(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     traces: list[Trace],
     method: str = "learned",
-    batch_size: int = 8,
+    batch_size: int | None = 8,
+    token_budget: int | None = None,
     **config,
 ) -> list[Saliency]:
-    """One `Saliency` per trace. `config` holds the method's options (see its dataclass fields)."""
+    """One `Saliency` per trace, in the order given. `config` holds the method's options (its dataclass fields).
+
+    `batch_size` traces per forward, or with `token_budget` as many as `traces x longest length <= budget`
+    allows (see `plan_batches`): the whole GRPO step in one batch when memory allows.
+    """
     m = make_method(method, **config)
     check_backend(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    results: list[Saliency] = []
+    encoded = [encode(tokenizer, t) for t in traces]
+    results: list[Saliency | None] = [None] * len(traces)
     with frozen(model):
-        for lo in range(0, len(traces), batch_size):
+        for idx in plan_batches([len(e.ids) for e in encoded], batch_size, token_budget):
             t0 = time.perf_counter()
-            encs = [encode(tokenizer, t) for t in traces[lo : lo + batch_size]]
+            encs = [encoded[i] for i in idx]
             scores, base_lp, empty_lp = _score_encoded(m, model, encs, pad_id, device)
             if isinstance(m, Learned) and m.chain:
                 scores = _chain(m, model, encs, scores, pad_id, device)
@@ -818,17 +853,16 @@ def compute_saliency(
                 )
                 scores = torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
             seconds = (time.perf_counter() - t0) / len(encs)
-            for b, (e, t) in enumerate(zip(encs, traces[lo : lo + batch_size], strict=True)):
-                results.append(
-                    Saliency(
-                        e.tokens,
-                        scores[b, : len(e.tokens)].tolist(),
-                        float(base_lp[b]),
-                        method,
-                        asdict(m),
-                        seconds,
-                        t.reasoning,
-                        {"suppressed_logprob": float(empty_lp[b])},
-                    )
+            for b, (e, i) in enumerate(zip(encs, idx, strict=True)):
+                t = traces[i]
+                results[i] = Saliency(
+                    e.tokens,
+                    scores[b, : len(e.tokens)].tolist(),
+                    float(base_lp[b]),
+                    method,
+                    asdict(m),
+                    seconds,
+                    t.reasoning,
+                    {"suppressed_logprob": float(empty_lp[b])},
                 )
-    return results
+    return [r for r in results if r is not None]

@@ -67,6 +67,15 @@ class TrainScriptArguments:
     saliency_correct_only: bool = field(
         default=True, metadata={"help": "saliency reward for correct rollouts only"}
     )
+    saliency_batch_size: int | None = field(
+        default=None, metadata={"help": "at most this many rollouts per saliency forward (unset: no cap)"}
+    )
+    saliency_token_budget: int | None = field(
+        default=16384,
+        metadata={
+            "help": "rollouts x longest length per saliency forward: the whole step in one batch when it fits"
+        },
+    )
     min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
     resume: bool = field(
         default=False, metadata={"help": "continue from the latest checkpoint-N in output_dir"}
@@ -204,6 +213,8 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
                     margin=script.saliency_margin,
                     correct_only=script.saliency_correct_only,
                     min_reasoning_tokens=script.min_reasoning_tokens,
+                    batch_size=script.saliency_batch_size,
+                    token_budget=script.saliency_token_budget,
                     method_options=extra,
                     **task_kw,
                 )
