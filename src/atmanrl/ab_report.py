@@ -144,12 +144,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot_curves(result: dict[str, Any]) -> str:
+def curves_figure(result: dict[str, Any]):
+    """The per-step training curves of every run (outcome blue, AtManRL red), or None without any."""
     from matplotlib.figure import Figure
 
     keys = [k for k in CURVES if any(k in h for run in result["curves"].values() for h in run)]
     if not keys:
-        return "<p>No training curves found (no checkpoint with trainer_state.json).</p>"
+        return None
     fig = Figure(figsize=(4.2 * len(keys), 3.2))
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     colors = {"outcome": "tab:blue", "atmanrl": "tab:red"}
@@ -161,7 +162,16 @@ def _plot_curves(result: dict[str, Any]) -> str:
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=7)
-    return png(fig)
+    return fig
+
+
+def _plot_curves(result: dict[str, Any]) -> str:
+    fig = curves_figure(result)
+    return (
+        png(fig)
+        if fig is not None
+        else "<p>No training curves found (no checkpoint with trainer_state.json).</p>"
+    )
 
 
 def render(result: dict[str, Any]) -> str:
@@ -193,5 +203,8 @@ def write_ab(cfg: ABConfig) -> Path:
     atomic_write_text(out / "ab.json", json.dumps(result, indent=1))
     atomic_write_text(out / "ab.md", markdown(result) + "\n")
     atomic_write_text(out / "ab.html", render(result))
+    fig = curves_figure(result)
+    if fig is not None:
+        fig.savefig(out / "ab_curves.png", dpi=80, bbox_inches="tight")
     print(markdown(result))
     return out / "ab.html"
