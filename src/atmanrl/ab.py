@@ -20,9 +20,8 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import UserError
 from .io import atomic_write_text
@@ -69,7 +68,6 @@ class ABConfig:
     eval_seed: int = 1234  # held-out problems: the same for every model, never the training seed's stream
     mistake_mode: str = "continue"
     n_boot: int = 2000
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not self.seeds:
