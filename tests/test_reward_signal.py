@@ -95,8 +95,8 @@ def test_gap_normalisation_makes_the_mask_independent_of_the_answers_scale(polic
         m: compute_saliency(policy, tokenizer, [trace], "learned", steps=5, **kw)[0].scores
         for m, kw in CONFIGS
     }
-    real = saliency._logprob
-    monkeypatch.setattr(saliency, "_logprob", lambda *a, **kw: 7.0 * real(*a, **kw))
+    real = saliency.masked_logprob
+    monkeypatch.setattr(saliency, "masked_logprob", lambda *a, **kw: 7.0 * real(*a, **kw))
     scaled = {
         m: compute_saliency(policy, tokenizer, [trace], "learned", steps=5, **kw)[0].scores
         for m, kw in CONFIGS

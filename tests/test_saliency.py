@@ -10,16 +10,16 @@ import torch
 from atmanrl.errors import UserError
 from atmanrl.saliency import (
     METHODS,
+    MaskedBatch,
     Saliency,
     Token,
     Trace,
-    _Batch,
-    _logprob,
-    _prefix_cache,
     compute_saliency,
     content_mask,
     encode,
     get_method,
+    masked_logprob,
+    prefix_cache,
 )
 from conftest import make_tiny_model
 
@@ -70,13 +70,13 @@ def test_every_method_batched_equals_single(tiny_model, tokenizer, method):
 @pytest.mark.parametrize("scope", ["answer", "all"])
 def test_cached_prefix_equals_full_recompute(tiny_model, tokenizer, scope):
     encs = [encode(tokenizer, t) for t in TRACES]
-    batch = _Batch.build(encs, scope, tokenizer.pad_token_id, "cpu")
-    prefix = _prefix_cache(tiny_model, batch)
+    batch = MaskedBatch.build(encs, scope, tokenizer.pad_token_id, "cpu")
+    prefix = prefix_cache(tiny_model, batch)
     torch.manual_seed(0)
     bias = batch.spread(-torch.rand(batch.cot_valid.shape) * 3)  # the methods bias CoT columns only
     with torch.no_grad():
-        cached = _logprob(tiny_model, batch, prefix, bias, use_cache=True)
-        full = _logprob(tiny_model, batch, prefix, bias, use_cache=False)
+        cached = masked_logprob(tiny_model, batch, prefix, bias, use_cache=True)
+        full = masked_logprob(tiny_model, batch, prefix, bias, use_cache=False)
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
     kw = dict(method="learned", steps=5, scope=scope)
     a = compute_saliency(tiny_model, tokenizer, TRACES, **kw)
@@ -89,13 +89,13 @@ def test_attention_gradient_matches_finite_difference(tokenizer):
     """Checks the sign convention: score_i = d log p / d bias_i, so a small positive bias moves log p by eps*score."""
     model = make_tiny_model("llama", len(tokenizer), "eager")
     [sal] = compute_saliency(model, tokenizer, TRACES[:1], method="attention_gradient")
-    batch = _Batch.build([encode(tokenizer, TRACES[0])], "answer", tokenizer.pad_token_id, "cpu")
-    prefix = _prefix_cache(model, batch)
+    batch = MaskedBatch.build([encode(tokenizer, TRACES[0])], "answer", tokenizer.pad_token_id, "cpu")
+    prefix = prefix_cache(model, batch)
     i, eps = 3, 1e-2
     values = torch.zeros(batch.cot_valid.shape)
     values[0, i] = eps
     with torch.no_grad():
-        lp = _logprob(model, batch, prefix, batch.spread(values))
+        lp = masked_logprob(model, batch, prefix, batch.spread(values))
     assert (lp.item() - sal.answer_logprob) / eps == pytest.approx(sal.scores[i], rel=0.05, abs=1e-5)
 
 
@@ -200,3 +200,20 @@ def test_batches_by_token_budget_keep_every_score(tokenizer):
         for a, b in zip(one, budget, strict=True):
             assert a.reasoning == b.reasoning
             torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores), atol=1e-4, rtol=1e-4)
+
+
+def test_variants_logprob_is_the_same_in_any_chunking(tokenizer):
+    """The public core's unit of leave-one-out, AtMan and the removal curves: chunking is only a memory knob."""
+    from atmanrl.masked import MaskedBatch, encode, prefix_cache, variants_logprob
+    from conftest import make_tiny_model
+
+    model = make_tiny_model("llama", len(tokenizer))
+    batch = MaskedBatch.build([encode(tokenizer, TRACES[0])], "answer", tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        prefix = prefix_cache(model, batch)
+        n = batch.cot_valid.shape[1]
+        values = torch.eye(n) * torch.finfo(model.dtype).min
+        small = variants_logprob(model, batch, prefix, 0, values, chunk=2)
+        large = variants_logprob(model, batch, prefix, 0, values, chunk=n)
+    assert small.shape == (n,)
+    torch.testing.assert_close(small, large)

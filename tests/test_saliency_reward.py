@@ -132,7 +132,7 @@ def test_saliency_reports_the_suppressed_logprob_for_cot_reliance(policy, tokeni
 def test_nan_in_mask_optimisation_never_reaches_the_reward(policy, tokenizer, monkeypatch, caplog):
     import atmanrl.saliency as saliency
 
-    real = saliency._logprob
+    real = saliency.masked_logprob
     calls = {"n": 0}
 
     def poisoned(model, batch, prefix, bias=None, **kw):
@@ -142,7 +142,7 @@ def test_nan_in_mask_optimisation_never_reaches_the_reward(policy, tokenizer, mo
             return lp * torch.tensor(float("nan"))  # the gradient becomes NaN too
         return lp
 
-    monkeypatch.setattr(saliency, "_logprob", poisoned)
+    monkeypatch.setattr(saliency, "masked_logprob", poisoned)
     fn = get_reward("saliency", task="arith", steps=3, model=policy, tokenizer=tokenizer)
     metrics = {}
     out = fn([PROMPT], [GOOD], gold=["5"], log_metric=lambda k, v: metrics.setdefault(k, v))

@@ -32,20 +32,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .data import Example, Task
 from .errors import UserError
 from .generate import SamplingConfig, render_prompt, sample, score_completion
+from .masked import MaskedBatch, Trace, content_mask, encode, frozen, prefix_cache, variants_logprob
 from .progress import progress_bar
-from .saliency import (
-    Saliency,
-    Trace,
-    _Batch,
-    _logprob,
-    _prefix_cache,
-    _repeat_prefix,
-    compute_saliency,
-    content_mask,
-    encode,
-    frozen,
-    get_method,
-)
+from .saliency import Saliency, compute_saliency, get_method
 
 log = logging.getLogger(__name__)
 
@@ -430,15 +419,14 @@ def removal_curves(
             enc = encode(tokenizer, trace)
             if [t.text for t in enc.tokens] != [t.text for t in sal.tokens]:
                 raise ValueError("saliency tokens do not match the trace's tokenization")
-            batch = _Batch.build([enc], "answer", pad_id, device)
-            prefix = _prefix_cache(model, batch)
+            batch = MaskedBatch.build([enc], "answer", pad_id, device)
+            prefix = prefix_cache(model, batch)
             deletion, insertion = removal_masks(sal.scores, enc.tokens, ks)
             variants = deletion + insertion
             values = torch.zeros(len(variants), batch.cot_valid.shape[1], device=device, dtype=model.dtype)
             for v, idx in enumerate(variants):
                 values[v, idx] = neg
-            sub = batch.repeat(0, len(variants))
-            lp = _logprob(model, sub, _repeat_prefix(prefix, 0, len(variants)), sub.spread(values)).tolist()
+            lp = variants_logprob(model, batch, prefix, 0, values, chunk=len(variants)).tolist()
             results.append({"deletion": lp[: len(ks)], "insertion": lp[len(ks) :]})
             advance(1)
     return results

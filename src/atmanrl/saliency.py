@@ -5,13 +5,9 @@
     sal.show("heatmap.html")
 
 Every method scores each CoT token by how much the answer's log-probability log p(A) depends on it; a high score
-always means "important" (removing the token lowers log p(A)). Prompt, reasoning and answer are tokenized
-separately and concatenated, so CoT tokens carry clean character offsets into `reasoning`.
-
-Batched layout (see `_Batch`): every sequence is split at a point `split` (the answer scope's first query row for
-scope="answer", the first CoT token for scope="all"). The part before the split does not depend on the mask, so it
-is left-padded to a common end, run once without grad, and its keys/values are reused (`past_key_values`) by every
-forward of the part after the split (right-padded). Log-probs are taken only at the target tokens.
+always means "important" (removing the token lowers log p(A)). Methods are built on the public core in
+`masked.py` (log p(target) under a key mask, over a cached prefix): a new method subclasses `SaliencyMethod`,
+implements `scores(model, batch: MaskedBatch, prefix, base_lp, removed_lp)` and registers with `@register`.
 """
 
 from __future__ import annotations
@@ -21,60 +17,34 @@ import json
 import logging
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .attention import check_backend, manipulate
+from .attention import check_backend
 from .errors import UserError
+from .masked import (  # noqa: F401  (Trace, Token, content_mask and encode are part of this module's API too)
+    Encoded,
+    MaskedBatch,
+    Prefix,
+    Token,
+    Trace,
+    content_mask,
+    encode,
+    encode_prompt,
+    frozen,
+    masked_forward,
+    masked_logprob,
+    prefix_cache,
+    repeat_prefix,
+    variants_logprob,
+)
 
 log = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------- inputs and outputs
-
-
-@dataclass
-class Trace:
-    """One rollout: the rendered prompt, the CoT, the answer segment, and the answer value's char span in `answer`."""
-
-    prompt: str
-    reasoning: str
-    answer: str
-    target: tuple[int, int] | None = None  # None: the whole answer segment
-
-    @classmethod
-    def from_completion(
-        cls, prompt: str, completion: str, answer_start: int, value_span: tuple[int, int]
-    ) -> Trace:
-        """Split a completion at its answer segment; `value_span` (offsets into the completion) is the target.
-
-        The answer segment is cut after the value: later tokens cannot change log p(value) under causal
-        attention, and small models often ramble on for many tokens that every forward would pay for.
-        """
-        lo, hi = value_span
-        return cls(
-            prompt,
-            completion[:answer_start],
-            completion[answer_start:hi],
-            (lo - answer_start, hi - answer_start),
-        )
-
-
-class Token(NamedTuple):
-    text: str
-    start: int  # char offsets into Trace.reasoning
-    end: int
-
-
-def content_mask(tokens: list[Token] | list[str]) -> list[bool]:
-    """True for tokens with a letter or digit: scoring metrics ignore punctuation and whitespace (attention sinks)."""
-    texts = [t.text if isinstance(t, Token) else t for t in tokens]
-    return [any(c.isalnum() for c in s) for s in texts]
 
 
 @dataclass
@@ -139,226 +109,6 @@ class Saliency:
         return self.show()
 
 
-# ----------------------------------------------------------------------------- tokenization and batching
-
-
-@dataclass
-class _Encoded:
-    ids: list[int]
-    cot_start: int  # token index of the first CoT token
-    tokens: list[Token]  # CoT tokens
-    answer_start: int
-    targets: list[int]  # token indices of the target tokens
-
-
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """The rendered prompt as given: a BOS is added only if the tokenizer adds one and the text lacks it."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    bos = tokenizer.bos_token_id
-    adds_bos = bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-    return [bos] + ids if adds_bos and ids[:1] != [bos] else ids
-
-
-def encode(tokenizer: PreTrainedTokenizerBase, trace: Trace) -> _Encoded:
-    p = encode_prompt(tokenizer, trace.prompt)
-    r = tokenizer(trace.reasoning, add_special_tokens=False, return_offsets_mapping=True)
-    a = tokenizer(trace.answer, add_special_tokens=False, return_offsets_mapping=True)
-    lo, hi = trace.target if trace.target is not None else (0, len(trace.answer))
-    targets = [
-        len(p) + len(r["input_ids"]) + i for i, (s, e) in enumerate(a["offset_mapping"]) if s < hi and e > lo
-    ]
-    if not targets:
-        raise UserError(f"target span {trace.target} covers no token of the answer {trace.answer!r}")
-    if not r["input_ids"]:
-        raise UserError("trace has an empty reasoning: there is nothing to score")
-    tokens = [Token(trace.reasoning[s:e], s, e) for s, e in r["offset_mapping"]]
-    return _Encoded(
-        p + r["input_ids"] + a["input_ids"], len(p), tokens, len(p) + len(r["input_ids"]), targets
-    )
-
-
-@dataclass
-class _Batch:
-    """Padded layout [left pad | before split | after split | right pad]; every `split` lands on column P."""
-
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T)
-    position_ids: torch.Tensor  # (B, T)
-    P: int
-    cot_pos: torch.Tensor  # (B, N) column of each CoT token (0 where invalid)
-    cot_valid: torch.Tensor  # (B, N) bool
-    tgt_pos: torch.Tensor  # (B, M) column of each target token
-    tgt_ids: torch.Tensor  # (B, M)
-    tgt_valid: torch.Tensor  # (B, M)
-    scope: str  # "answer" or "all"
-
-    @classmethod
-    def build(cls, encs: list[_Encoded], scope: str, pad_id: int, device) -> _Batch:
-        # Answer scope starts at the answer, or one token earlier if needed so that every row that predicts a
-        # target token is in scope (a target that is the answer's first token is predicted by the CoT's last row).
-        splits = [min(e.answer_start, e.targets[0] - 1) if scope == "answer" else e.cot_start for e in encs]
-        P = max(splits)
-        T = P + max(len(e.ids) - s for e, s in zip(encs, splits, strict=True))
-        B, N, M = len(encs), max(len(e.tokens) for e in encs), max(len(e.targets) for e in encs)
-        ids = torch.full((B, T), pad_id, dtype=torch.long)
-        mask = torch.zeros(B, T, dtype=torch.long)
-        cot_pos, cot_valid = torch.zeros(B, N, dtype=torch.long), torch.zeros(B, N, dtype=torch.bool)
-        tgt_pos, tgt_ids = (
-            torch.full((B, M), P + 1, dtype=torch.long),
-            torch.full((B, M), pad_id, dtype=torch.long),
-        )
-        tgt_valid = torch.zeros(B, M, dtype=torch.bool)
-        for b, (e, s) in enumerate(zip(encs, splits, strict=True)):
-            off = P - s
-            ids[b, off : off + len(e.ids)] = torch.tensor(e.ids)
-            mask[b, off : off + len(e.ids)] = 1
-            n = len(e.tokens)
-            cot_pos[b, :n] = torch.arange(e.cot_start, e.cot_start + n) + off
-            cot_valid[b, :n] = True
-            tgt_pos[b, : len(e.targets)] = torch.tensor(e.targets) + off
-            tgt_ids[b, : len(e.targets)] = torch.tensor([e.ids[t] for t in e.targets])
-            tgt_valid[b, : len(e.targets)] = True
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        return cls(
-            ids.to(device),
-            mask.to(device),
-            position_ids.to(device),
-            P,
-            cot_pos.to(device),
-            cot_valid.to(device),
-            tgt_pos.to(device),
-            tgt_ids.to(device),
-            tgt_valid.to(device),
-            scope,
-        )
-
-    def repeat(self, b: int, n: int) -> _Batch:
-        """Row b repeated n times (the many suppressed variants of one trace)."""
-
-        def rep(t):
-            return t[b : b + 1].expand(n, *t.shape[1:])
-
-        return _Batch(
-            rep(self.input_ids),
-            rep(self.attention_mask),
-            rep(self.position_ids),
-            self.P,
-            rep(self.cot_pos),
-            rep(self.cot_valid),
-            rep(self.tgt_pos),
-            rep(self.tgt_ids),
-            rep(self.tgt_valid),
-            self.scope,
-        )
-
-    def spread(self, values: torch.Tensor) -> torch.Tensor:
-        """(B, N) per-CoT-token values -> (B, T) over key columns (0 elsewhere); differentiable."""
-        onehot = F.one_hot(self.cot_pos, self.input_ids.shape[1]).to(values.dtype)
-        return torch.einsum("bn,bnt->bt", values * self.cot_valid, onehot)
-
-    @property
-    def query_start(self) -> int | None:
-        # In "all" scope every row may see the mask (causality already hides key i from rows before it).
-        return self.P if self.scope == "answer" else None
-
-
-Prefix = list[tuple[torch.Tensor, torch.Tensor]] | None
-
-
-@torch.no_grad()
-def _prefix_cache(model: PreTrainedModel, batch: _Batch) -> Prefix:
-    """Keys/values of the columns before the split; they do not depend on the mask, so they are computed once."""
-    if batch.P == 0:
-        return None
-    out = model(
-        input_ids=batch.input_ids[:, : batch.P],
-        attention_mask=batch.attention_mask[:, : batch.P],
-        position_ids=batch.position_ids[:, : batch.P],
-        use_cache=True,
-    )
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-
-
-def _repeat_prefix(prefix: Prefix, b: int, n: int) -> Prefix:
-    return (
-        None
-        if prefix is None
-        else [(k[b : b + 1].expand(n, -1, -1, -1), v[b : b + 1].expand(n, -1, -1, -1)) for k, v in prefix]
-    )
-
-
-def _logprob(
-    model: PreTrainedModel,
-    batch: _Batch,
-    prefix: Prefix,
-    bias: torch.Tensor | None = None,
-    *,
-    use_cache: bool = True,
-    mode: str = "additive",
-    factor: float = 0.1,
-    implementation: str | None = None,
-    inputs_embeds: torch.Tensor | None = None,
-    output_attentions: bool = False,
-):
-    """log p(target) per row (B,), under `bias` on the key columns (None: the unmodified model).
-
-    With `use_cache` only the columns after the split are run, on a fresh cache built from `prefix` (fresh every
-    call: the cache grows in place, and the prefix must stay the same for every optimisation step).
-    """
-    P = batch.P if use_cache else 0
-    kwargs: dict[str, Any] = dict(attention_mask=batch.attention_mask, position_ids=batch.position_ids[:, P:])
-    if use_cache and prefix is not None:
-        kwargs["past_key_values"] = DynamicCache(ddp_cache_data=prefix, config=model.config)
-    if inputs_embeds is not None:
-        kwargs["inputs_embeds"] = inputs_embeds[:, P:]
-    else:
-        kwargs["input_ids"] = batch.input_ids[:, P:]
-    # Logits only at rows that predict a target (row t-1 predicts token t); one index list for the whole batch.
-    rows = batch.tgt_pos - 1 - P
-    keep = torch.unique(rows)
-    kwargs["logits_to_keep"] = keep
-    if bias is None and implementation is None:
-        out = model(**kwargs, output_attentions=output_attentions)
-    else:
-        if bias is None:
-            bias = torch.zeros(batch.input_ids.shape, device=batch.input_ids.device)
-        with manipulate(
-            model,
-            bias,
-            query_start=batch.query_start,
-            mode=mode,
-            factor=factor,
-            implementation=implementation,
-        ):
-            out = model(**kwargs, output_attentions=output_attentions)
-    logits = out.logits[
-        torch.arange(rows.shape[0], device=rows.device)[:, None], torch.searchsorted(keep, rows)
-    ]
-    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.tgt_ids[..., None])[..., 0]
-    lp = (lp * batch.tgt_valid).sum(-1)
-    return (lp, out) if output_attentions else lp
-
-
-@contextmanager
-def frozen(model: PreTrainedModel):
-    """Eval mode and requires_grad=False on every weight for the block, restored afterwards.
-
-    Gradients then reach only the mask (or the input embeddings), and no `.grad` is ever set on a weight, which
-    matters when saliency runs inside a GRPO step on the live policy.
-    """
-    flags = [p.requires_grad for p in model.parameters()]
-    training = model.training
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(f)
-        model.train(training)
-
-
 # ----------------------------------------------------------------------------- registry
 
 
@@ -388,7 +138,7 @@ class SaliencyMethod:
     def scores(
         self,
         model: PreTrainedModel,
-        batch: _Batch,
+        batch: MaskedBatch,
         prefix: Prefix,
         base_lp: torch.Tensor,
         removed_lp: torch.Tensor | None = None,
@@ -541,7 +291,7 @@ class Learned(SaliencyMethod):
                     values = self.max_bias * (g - 1)
                 else:
                     g, values = torch.exp(param.clamp(max=0)), param
-                lp = _logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
+                lp = masked_logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
                 r = (lp - floor) / gap if self.normalize == "gap" else lp
                 if self.normalize == "gap" and restore and not (step == 0 and self.warm_start):
                     r = r.clamp(max=self.target)
@@ -566,21 +316,12 @@ def _variant_scores(method, model, batch, prefix, base_lp, suppress_fn, mode: st
     """Score each CoT token by the drop of log p(A) when it (and whatever suppress_fn adds) is suppressed."""
     out = torch.zeros(batch.cot_valid.shape, device=batch.input_ids.device)
     for b in range(batch.input_ids.shape[0]):
-        n = int(batch.cot_valid[b].sum())
-        for lo in range(0, n, chunk):
-            idx = torch.arange(lo, min(lo + chunk, n), device=out.device)
-            sub = batch.repeat(b, len(idx))
-            values = suppress_fn(b, idx)  # (len(idx), N) per-CoT-token suppression values
-            lp = _logprob(
-                model,
-                sub,
-                _repeat_prefix(prefix, b, len(idx)),
-                sub.spread(values),
-                use_cache=method.use_cache,
-                mode=mode,
-                factor=factor,
-            )
-            out[b, idx] = base_lp[b] - lp
+        idx = torch.arange(int(batch.cot_valid[b].sum()), device=out.device)
+        values = suppress_fn(b, idx)  # (n, N): row i suppresses token i (and what suppress_fn adds)
+        lp = variants_logprob(
+            model, batch, prefix, b, values, chunk=chunk, use_cache=method.use_cache, mode=mode, factor=factor
+        )
+        out[b, idx] = base_lp[b] - lp
     return out
 
 
@@ -647,7 +388,7 @@ class AttentionGradient(SaliencyMethod):
     def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         values = torch.zeros(batch.cot_valid.shape, device=batch.input_ids.device, requires_grad=True)
         with torch.enable_grad():
-            lp = _logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
+            lp = masked_logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
             (grad,) = torch.autograd.grad(lp.sum(), values)
         return grad
 
@@ -664,7 +405,7 @@ class GradXInput(SaliencyMethod):
     def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         emb = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
         with torch.enable_grad():
-            lp = _logprob(model, batch, prefix, None, use_cache=self.use_cache, inputs_embeds=emb)
+            lp = masked_logprob(model, batch, prefix, None, use_cache=self.use_cache, inputs_embeds=emb)
             (grad,) = torch.autograd.grad(lp.sum(), emb)
         gx = (grad * emb).sum(-1)
         return torch.gather(gx, 1, batch.cot_pos)
@@ -678,7 +419,7 @@ class Attention(SaliencyMethod):
     method_name: ClassVar[str] = "attention"
 
     def scores(self, model, batch, prefix, base_lp, removed_lp=None):
-        _, out = _logprob(
+        _, out = masked_forward(
             model,
             batch,
             prefix,
@@ -710,21 +451,19 @@ class Random(SaliencyMethod):
 # ----------------------------------------------------------------------------- batched API
 
 
-def _score_encoded(m: SaliencyMethod, model, encs: list[_Encoded], pad_id: int, device):
+def _score_encoded(m: SaliencyMethod, model, encs: list[Encoded], pad_id: int, device):
     """(scores (B, N) on the CPU, log p(A), log p(A | CoT removed)) for one batch of encoded traces."""
-    batch = _Batch.build(encs, m.scope, pad_id, device)
+    batch = MaskedBatch.build(encs, m.scope, pad_id, device)
     with torch.no_grad():
-        prefix = _prefix_cache(model, batch) if m.use_cache else None
-        base_lp = _logprob(model, batch, prefix, None, use_cache=m.use_cache)
+        prefix = prefix_cache(model, batch) if m.use_cache else None
+        base_lp = masked_logprob(model, batch, prefix, None, use_cache=m.use_cache)
         removed = torch.full(batch.cot_valid.shape, torch.finfo(model.dtype).min, device=device)
-        empty_lp = _logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
+        empty_lp = masked_logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
     scores = m.scores(model, batch, prefix, base_lp, empty_lp).detach().float().cpu()
     return scores, base_lp, empty_lp
 
 
-def _chain(
-    m: Learned, model, encs: list[_Encoded], scores: torch.Tensor, pad_id: int, device
-) -> torch.Tensor:
+def _chain(m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id: int, device) -> torch.Tensor:
     """One more hop: the CoT tokens the answer needs most become targets themselves.
 
     The answer usually copies a result ("42") and needs little of what computed it ("6 * 7 ="); the hop asks
@@ -733,7 +472,7 @@ def _chain(
     reasoning the answer stands on. Each target is its own short row whose one predicting row is all that runs.
     """
     hops: list[tuple[int, int]] = []  # (trace, CoT index of the target)
-    rows: list[_Encoded] = []
+    rows: list[Encoded] = []
     for b, e in enumerate(encs):
         content = content_mask(e.tokens)
         need = sorted(
@@ -743,7 +482,7 @@ def _chain(
         for j in need:
             hops.append((b, j))
             rows.append(
-                _Encoded(
+                Encoded(
                     e.ids[: e.cot_start + j + 1],
                     e.cot_start,
                     e.tokens[:j],

@@ -1,0 +1,348 @@
+"""The masked log-prob core: log p(target) of a trace under a bias on its CoT tokens' key columns, over a cached prefix.
+
+Every saliency method, the evaluation's removal curves and the saliency reward are built on these:
+
+    enc = encode(tokenizer, Trace(prompt, reasoning, answer, target))
+    batch = MaskedBatch.build([enc], scope="answer", pad_id=tokenizer.pad_token_id, device="cpu")
+    prefix = prefix_cache(model, batch)                                   # the part no mask can change
+    base = masked_logprob(model, batch, prefix)                           # the unmodified model
+    values = torch.zeros(batch.cot_valid.shape); values[0, 3] = torch.finfo(model.dtype).min
+    removed = masked_logprob(model, batch, prefix, batch.spread(values))  # CoT token 3 removed
+
+Prompt, reasoning and answer are tokenized separately and concatenated, so CoT tokens carry clean character
+offsets into `reasoning`. Every sequence is split at a point `split` (the answer scope's first query row for
+scope="answer", the first CoT token for scope="all"). The part before the split does not depend on the mask, so
+it is left-padded to a common end, run once without grad, and its keys/values are reused (`past_key_values`) by
+every forward of the part after the split (right-padded). Log-probs are taken only at the target tokens.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from .attention import manipulate
+from .errors import UserError
+
+
+@dataclass
+class Trace:
+    """One rollout: the rendered prompt, the CoT, the answer segment, and the answer value's char span in `answer`."""
+
+    prompt: str
+    reasoning: str
+    answer: str
+    target: tuple[int, int] | None = None  # None: the whole answer segment
+
+    @classmethod
+    def from_completion(
+        cls, prompt: str, completion: str, answer_start: int, value_span: tuple[int, int]
+    ) -> Trace:
+        """Split a completion at its answer segment; `value_span` (offsets into the completion) is the target.
+
+        The answer segment is cut after the value: later tokens cannot change log p(value) under causal
+        attention, and small models often ramble on for many tokens that every forward would pay for.
+        """
+        lo, hi = value_span
+        return cls(
+            prompt,
+            completion[:answer_start],
+            completion[answer_start:hi],
+            (lo - answer_start, hi - answer_start),
+        )
+
+
+class Token(NamedTuple):
+    text: str
+    start: int  # char offsets into Trace.reasoning
+    end: int
+
+
+def content_mask(tokens: list[Token] | list[str]) -> list[bool]:
+    """True for tokens with a letter or digit: scoring metrics ignore punctuation and whitespace (attention sinks)."""
+    texts = [t.text if isinstance(t, Token) else t for t in tokens]
+    return [any(c.isalnum() for c in s) for s in texts]
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    cot_start: int  # token index of the first CoT token
+    tokens: list[Token]  # CoT tokens
+    answer_start: int
+    targets: list[int]  # token indices of the target tokens
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """The rendered prompt as given: a BOS is added only if the tokenizer adds one and the text lacks it."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+    return [bos] + ids if adds_bos and ids[:1] != [bos] else ids
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, trace: Trace) -> Encoded:
+    p = encode_prompt(tokenizer, trace.prompt)
+    r = tokenizer(trace.reasoning, add_special_tokens=False, return_offsets_mapping=True)
+    a = tokenizer(trace.answer, add_special_tokens=False, return_offsets_mapping=True)
+    lo, hi = trace.target if trace.target is not None else (0, len(trace.answer))
+    targets = [
+        len(p) + len(r["input_ids"]) + i for i, (s, e) in enumerate(a["offset_mapping"]) if s < hi and e > lo
+    ]
+    if not targets:
+        raise UserError(f"target span {trace.target} covers no token of the answer {trace.answer!r}")
+    if not r["input_ids"]:
+        raise UserError("trace has an empty reasoning: there is nothing to score")
+    tokens = [Token(trace.reasoning[s:e], s, e) for s, e in r["offset_mapping"]]
+    return Encoded(p + r["input_ids"] + a["input_ids"], len(p), tokens, len(p) + len(r["input_ids"]), targets)
+
+
+@dataclass
+class MaskedBatch:
+    """Padded layout [left pad | before split | after split | right pad]; every `split` lands on column P."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T)
+    P: int
+    cot_pos: torch.Tensor  # (B, N) column of each CoT token (0 where invalid)
+    cot_valid: torch.Tensor  # (B, N) bool
+    tgt_pos: torch.Tensor  # (B, M) column of each target token
+    tgt_ids: torch.Tensor  # (B, M)
+    tgt_valid: torch.Tensor  # (B, M)
+    scope: str  # "answer" or "all"
+
+    @classmethod
+    def build(cls, encs: list[Encoded], scope: str, pad_id: int, device) -> MaskedBatch:
+        # Answer scope starts at the answer, or one token earlier if needed so that every row that predicts a
+        # target token is in scope (a target that is the answer's first token is predicted by the CoT's last row).
+        splits = [min(e.answer_start, e.targets[0] - 1) if scope == "answer" else e.cot_start for e in encs]
+        P = max(splits)
+        T = P + max(len(e.ids) - s for e, s in zip(encs, splits, strict=True))
+        B, N, M = len(encs), max(len(e.tokens) for e in encs), max(len(e.targets) for e in encs)
+        ids = torch.full((B, T), pad_id, dtype=torch.long)
+        mask = torch.zeros(B, T, dtype=torch.long)
+        cot_pos, cot_valid = torch.zeros(B, N, dtype=torch.long), torch.zeros(B, N, dtype=torch.bool)
+        tgt_pos, tgt_ids = (
+            torch.full((B, M), P + 1, dtype=torch.long),
+            torch.full((B, M), pad_id, dtype=torch.long),
+        )
+        tgt_valid = torch.zeros(B, M, dtype=torch.bool)
+        for b, (e, s) in enumerate(zip(encs, splits, strict=True)):
+            off = P - s
+            ids[b, off : off + len(e.ids)] = torch.tensor(e.ids)
+            mask[b, off : off + len(e.ids)] = 1
+            n = len(e.tokens)
+            cot_pos[b, :n] = torch.arange(e.cot_start, e.cot_start + n) + off
+            cot_valid[b, :n] = True
+            tgt_pos[b, : len(e.targets)] = torch.tensor(e.targets) + off
+            tgt_ids[b, : len(e.targets)] = torch.tensor([e.ids[t] for t in e.targets])
+            tgt_valid[b, : len(e.targets)] = True
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return cls(
+            ids.to(device),
+            mask.to(device),
+            position_ids.to(device),
+            P,
+            cot_pos.to(device),
+            cot_valid.to(device),
+            tgt_pos.to(device),
+            tgt_ids.to(device),
+            tgt_valid.to(device),
+            scope,
+        )
+
+    def repeat(self, b: int, n: int) -> MaskedBatch:
+        """Row b repeated n times (the many suppressed variants of one trace)."""
+
+        def rep(t):
+            return t[b : b + 1].expand(n, *t.shape[1:])
+
+        return MaskedBatch(
+            rep(self.input_ids),
+            rep(self.attention_mask),
+            rep(self.position_ids),
+            self.P,
+            rep(self.cot_pos),
+            rep(self.cot_valid),
+            rep(self.tgt_pos),
+            rep(self.tgt_ids),
+            rep(self.tgt_valid),
+            self.scope,
+        )
+
+    def spread(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, N) per-CoT-token values -> (B, T) over key columns (0 elsewhere); differentiable."""
+        onehot = F.one_hot(self.cot_pos, self.input_ids.shape[1]).to(values.dtype)
+        return torch.einsum("bn,bnt->bt", values * self.cot_valid, onehot)
+
+    @property
+    def query_start(self) -> int | None:
+        # In "all" scope every row may see the mask (causality already hides key i from rows before it).
+        return self.P if self.scope == "answer" else None
+
+
+Prefix = list[tuple[torch.Tensor, torch.Tensor]] | None
+
+
+@torch.no_grad()
+def prefix_cache(model: PreTrainedModel, batch: MaskedBatch) -> Prefix:
+    """Keys/values of the columns before the split; they do not depend on the mask, so they are computed once."""
+    if batch.P == 0:
+        return None
+    out = model(
+        input_ids=batch.input_ids[:, : batch.P],
+        attention_mask=batch.attention_mask[:, : batch.P],
+        position_ids=batch.position_ids[:, : batch.P],
+        use_cache=True,
+    )
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def repeat_prefix(prefix: Prefix, b: int, n: int) -> Prefix:
+    return (
+        None
+        if prefix is None
+        else [(k[b : b + 1].expand(n, -1, -1, -1), v[b : b + 1].expand(n, -1, -1, -1)) for k, v in prefix]
+    )
+
+
+def masked_logprob(
+    model: PreTrainedModel,
+    batch: MaskedBatch,
+    prefix: Prefix,
+    bias: torch.Tensor | None = None,
+    *,
+    use_cache: bool = True,
+    mode: str = "additive",
+    factor: float = 0.1,
+    implementation: str | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log p(target) per row (B,), under `bias` on the key columns (None: the unmodified model).
+
+    `bias` is (B, T) over the batch's columns (`batch.spread` maps per-CoT-token values there): additive, it is
+    added to the pre-softmax scores (dtype min removes a key); multiplicative (AtMan), 1 scales that key's scores
+    by `factor`. See `masked_forward` for the model output as well.
+    """
+    return masked_forward(
+        model,
+        batch,
+        prefix,
+        bias,
+        use_cache=use_cache,
+        mode=mode,
+        factor=factor,
+        implementation=implementation,
+        inputs_embeds=inputs_embeds,
+    )[0]
+
+
+def masked_forward(
+    model: PreTrainedModel,
+    batch: MaskedBatch,
+    prefix: Prefix,
+    bias: torch.Tensor | None = None,
+    *,
+    use_cache: bool = True,
+    mode: str = "additive",
+    factor: float = 0.1,
+    implementation: str | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    output_attentions: bool = False,
+) -> tuple[torch.Tensor, Any]:
+    """(log p(target) per row, the model output): `masked_logprob` plus the output, e.g. its attentions.
+
+    With `use_cache` only the columns after the split are run, on a fresh cache built from `prefix` (fresh every
+    call: the cache grows in place, and the prefix must stay the same for every optimisation step).
+    """
+    P = batch.P if use_cache else 0
+    kwargs: dict[str, Any] = dict(attention_mask=batch.attention_mask, position_ids=batch.position_ids[:, P:])
+    if use_cache and prefix is not None:
+        kwargs["past_key_values"] = DynamicCache(ddp_cache_data=prefix, config=model.config)
+    if inputs_embeds is not None:
+        kwargs["inputs_embeds"] = inputs_embeds[:, P:]
+    else:
+        kwargs["input_ids"] = batch.input_ids[:, P:]
+    # Logits only at rows that predict a target (row t-1 predicts token t); one index list for the whole batch.
+    rows = batch.tgt_pos - 1 - P
+    keep = torch.unique(rows)
+    kwargs["logits_to_keep"] = keep
+    if bias is None and implementation is None:
+        out = model(**kwargs, output_attentions=output_attentions)
+    else:
+        if bias is None:
+            bias = torch.zeros(batch.input_ids.shape, device=batch.input_ids.device)
+        with manipulate(
+            model,
+            bias,
+            query_start=batch.query_start,
+            mode=mode,
+            factor=factor,
+            implementation=implementation,
+        ):
+            out = model(**kwargs, output_attentions=output_attentions)
+    logits = out.logits[
+        torch.arange(rows.shape[0], device=rows.device)[:, None], torch.searchsorted(keep, rows)
+    ]
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.tgt_ids[..., None])[..., 0]
+    lp = (lp * batch.tgt_valid).sum(-1)
+    return lp, out
+
+
+def variants_logprob(
+    model: PreTrainedModel,
+    batch: MaskedBatch,
+    prefix: Prefix,
+    b: int,
+    values: torch.Tensor,
+    *,
+    chunk: int = 32,
+    use_cache: bool = True,
+    mode: str = "additive",
+    factor: float = 0.1,
+) -> torch.Tensor:
+    """log p(target) of trace `b` under each row of `values` (V, N): one per-CoT-token bias per variant, run
+    `chunk` variants per forward over the trace's cached prefix. The unit of leave-one-out, AtMan and the
+    deletion/insertion curves."""
+    out = []
+    for lo in range(0, values.shape[0], chunk):
+        part = values[lo : lo + chunk]
+        sub = batch.repeat(b, part.shape[0])
+        out.append(
+            masked_logprob(
+                model,
+                sub,
+                repeat_prefix(prefix, b, part.shape[0]),
+                sub.spread(part),
+                use_cache=use_cache,
+                mode=mode,
+                factor=factor,
+            )
+        )
+    return torch.cat(out) if out else values.new_zeros(0)
+
+
+@contextmanager
+def frozen(model: PreTrainedModel):
+    """Eval mode and requires_grad=False on every weight for the block, restored afterwards.
+
+    Gradients then reach only the mask (or the input embeddings), and no `.grad` is ever set on a weight, which
+    matters when saliency runs inside a GRPO step on the live policy.
+    """
+    flags = [p.requires_grad for p in model.parameters()]
+    training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(training)
