@@ -63,10 +63,11 @@ def _average(runs: list[dict[str, dict[str, float | None]]], ids: list[str]) -> 
 
 def curves(path: Path) -> list[dict[str, Any]]:
     """The run's log history (per-step metrics) from its latest checkpoint's trainer_state.json."""
-    states = sorted(
-        path.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
-    )
-    return json.loads(states[-1].read_text())["log_history"] if states else []
+    from transformers.trainer_utils import get_last_checkpoint
+
+    latest = get_last_checkpoint(str(path)) if path.is_dir() else None
+    state = Path(latest) / "trainer_state.json" if latest else None
+    return json.loads(state.read_text())["log_history"] if state is not None and state.exists() else []
 
 
 def analyse(cfg: ABConfig) -> dict[str, Any]:

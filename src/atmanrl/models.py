@@ -91,14 +91,13 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(materialize_embedded(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.is_dir() and not (path / "config.json").exists():
-        checkpoints = sorted(
-            path.glob("checkpoint-*"),
-            key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
-        )
-        if checkpoints:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        latest = get_last_checkpoint(str(path))
+        if latest:
             raise UserError(
                 f"{name_or_path} has no final model (its run was interrupted?): pass its latest checkpoint "
-                f"{checkpoints[-1]}, or resume the run with `atmanrl train RECIPE --output_dir {name_or_path} "
+                f"{latest}, or resume the run with `atmanrl train RECIPE --output_dir {name_or_path} "
                 "--resume true`"
             )
         raise UserError(f"{name_or_path} is a folder without config.json: pass a model folder")

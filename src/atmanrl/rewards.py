@@ -382,9 +382,10 @@ class SaliencyReward:
         rewards: list[float | None] = []
         it = iter(sals)
         fn = SALIENCY_VARIANTS[self.variant]
-        scored, values = [], []
+        scored, values, per = [], [], []  # per: each rollout's Saliency or None, for the completion logs
         for t in traces:
             sal = next(it) if t is not None else None
+            per.append(sal)
             if sal is None:
                 rewards.append(0.0)
             else:
@@ -393,8 +394,6 @@ class SaliencyReward:
                 rewards.append(values[-1])
         rewards = finite_or_zero(rewards, "saliency")
         if log_extra is not None:  # per-rollout columns of TRL's completion logs (completions/*.parquet)
-            it = iter(sals)
-            per = [next(it) if t is not None else None for t in traces]
             log_extra("saliency_gap", [round(cot_gap(s), 3) if s is not None else None for s in per])
             log_extra(
                 "saliency_needed",
