@@ -7,7 +7,7 @@ DEMO_DIR ?= demo_out
 BENCH_ARGS ?=
 TEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo test test-all bench bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ test: $(STAMP)
 # Ratios measured in one run on the embedded model -> benchmarks/results/latest.json (--quick: ~10 min).
 bench: $(STAMP)
 	ATMANRL_NO_PROGRESS=1 $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# GPU benchmark -> benchmarks/results/gpu.json (docs/performance.md). No .venv needed: any python with torch and
+# transformers runs it (a bare GPU machine), with atmanrl from src/. BENCH_ARGS=--grpo adds the GRPO step ratio.
+BENCH_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+bench-gpu:
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} ATMANRL_NO_PROGRESS=1 $(BENCH_PY) benchmarks/gpu.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

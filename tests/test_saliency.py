@@ -217,3 +217,57 @@ def test_variants_logprob_is_the_same_in_any_chunking(tokenizer):
         large = variants_logprob(model, batch, prefix, 0, values, chunk=n)
     assert small.shape == (n,)
     torch.testing.assert_close(small, large)
+
+
+def test_spread_scatter_and_logit_columns_match_the_plain_ops(tokenizer):
+    """The capture-friendly ops (a scatter instead of one_hot, logit columns found on the host) compute exactly
+    what the plain ops did, gradients included."""
+    import torch.nn.functional as F
+
+    from atmanrl.masked import MaskedBatch, encode, masked_logprob, prefix_cache
+
+    model = make_tiny_model("llama", len(tokenizer))
+    batch = MaskedBatch.build([encode(tokenizer, t) for t in TRACES], "answer", tokenizer.pad_token_id, "cpu")
+    values = torch.randn(batch.cot_valid.shape, requires_grad=True)
+    onehot = F.one_hot(batch.cot_pos, batch.input_ids.shape[1]).float()
+    plain = torch.einsum("bn,bnt->bt", values * batch.cot_valid, onehot)
+    spread = batch.spread(values)
+    torch.testing.assert_close(spread, plain)
+    (g1,) = torch.autograd.grad((spread * torch.arange(spread.shape[1])).sum(), values)
+    (g2,) = torch.autograd.grad((plain * torch.arange(plain.shape[1])).sum(), values)
+    torch.testing.assert_close(g1, g2)
+
+    assert torch.equal(batch.logit_cols, torch.unique(batch.tgt_pos - 1))
+    with torch.no_grad():
+        prefix = prefix_cache(model, batch)
+        bias = batch.spread(-3 * torch.rand(batch.cot_valid.shape))
+        fast = masked_logprob(model, batch, prefix, bias)
+        from dataclasses import replace
+
+        slow = masked_logprob(model, replace(batch, logit_cols=None), prefix, bias)
+    torch.testing.assert_close(fast, slow)
+
+
+def test_verify_only_lowers_scores_by_the_leave_one_out_share(tokenizer):
+    """verify keeps a gate where removing the token costs at least `verify` of the gap, and scales it down
+    by the measured share elsewhere: never raises a score."""
+    model = make_tiny_model("llama", len(tokenizer))
+    plain = compute_saliency(model, tokenizer, TRACES, "learned", steps=4)
+    checked = compute_saliency(model, tokenizer, TRACES, "learned", steps=4, verify=0.5)
+    loo = compute_saliency(model, tokenizer, TRACES, "leave_one_out")
+    for p, c, lo in zip(plain, checked, loo, strict=True):
+        gap = max(p.answer_logprob - p.extras["suppressed_logprob"], 0.1)
+        for sp, sc, drop in zip(p.scores, c.scores, lo.scores, strict=True):
+            share = min(max(drop / gap, 0.0), 1.0)
+            assert sc == pytest.approx(sp * min(1.0, share / 0.5), abs=1e-4)
+    with pytest.raises(UserError, match="verify"):
+        compute_saliency(model, tokenizer, TRACES[:1], "learned", verify=2.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_replay_gives_the_eager_scores(tokenizer):
+    model = make_tiny_model("llama", len(tokenizer)).cuda()
+    eager = compute_saliency(model, tokenizer, TRACES, "learned", steps=6, cuda_graph=False)
+    graph = compute_saliency(model, tokenizer, TRACES, "learned", steps=6)
+    for a, b in zip(eager, graph, strict=True):
+        torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores), atol=1e-5, rtol=1e-5)

@@ -165,6 +165,8 @@ def _make_attention(
 def _as_query_start(query_start, batch: int, device) -> torch.Tensor | None:
     if query_start is None:
         return None
+    if isinstance(query_start, int):  # filled on the device: no host-to-device copy (CUDA-graph capturable)
+        return torch.full((batch,), query_start, dtype=torch.long, device=device)
     qs = torch.as_tensor(query_start, dtype=torch.long, device=device)
     return qs.expand(batch).clone() if qs.ndim == 0 else qs
 

@@ -102,6 +102,7 @@ def score_traces(
     for m in methods:
         get_method(m)  # unknown names fail before any work
     out: list[dict[str, Any]] = [{"scores": {}, "seconds": {}} for _ in traces]
+    learned: list[Any] = []
     with progress_bar("saliency", total=len(traces) * len(methods)) as advance:
         for m in methods:
             sals = []
@@ -122,9 +123,19 @@ def score_traces(
                 row["scores"][m] = sal.scores
                 row["seconds"][m] = sal.seconds
                 row["gap"] = cot_gap(sal)
-                if m == "learned":
-                    kw = {"tau": tau, "margin": margin}
-                    row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
+            if m == "learned":
+                learned = sals
+    if "learned" in methods:
+        # The rewards as GRPO computes them: from the reward's own mask (preset "reward"), not the attribution
+        # default; reused when the attribution pass already was that mask.
+        if preset == "reward" and scope == "answer":
+            reward_sals = learned
+        else:
+            opts = method_options("learned", "answer", steps, seed, "reward")
+            reward_sals = compute_saliency(model, tokenizer, traces, "learned", batch_size=batch_size, **opts)
+        kw = {"tau": tau, "margin": margin}
+        for row, sal in zip(out, reward_sals):
+            row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
     return out
 
 

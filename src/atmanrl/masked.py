@@ -18,16 +18,19 @@ every forward of the part after the split (right-padded). Log-probs are taken on
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .attention import manipulate
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,6 +119,9 @@ class MaskedBatch:
     tgt_ids: torch.Tensor  # (B, M)
     tgt_valid: torch.Tensor  # (B, M)
     scope: str  # "answer" or "all"
+    # sorted distinct columns whose logits are needed (tgt_pos - 1), found once on the CPU: no forward ever
+    # waits on the device for them (which would also forbid CUDA-graph capture)
+    logit_cols: torch.Tensor | None = None
 
     @classmethod
     def build(cls, encs: list[Encoded], scope: str, pad_id: int, device) -> MaskedBatch:
@@ -144,6 +150,7 @@ class MaskedBatch:
             tgt_ids[b, : len(e.targets)] = torch.tensor([e.ids[t] for t in e.targets])
             tgt_valid[b, : len(e.targets)] = True
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logit_cols = torch.unique(tgt_pos - 1)
         return cls(
             ids.to(device),
             mask.to(device),
@@ -155,6 +162,7 @@ class MaskedBatch:
             tgt_ids.to(device),
             tgt_valid.to(device),
             scope,
+            logit_cols.to(device),
         )
 
     def repeat(self, b: int, n: int) -> MaskedBatch:
@@ -174,12 +182,14 @@ class MaskedBatch:
             rep(self.tgt_ids),
             rep(self.tgt_valid),
             self.scope,
+            self.logit_cols,
         )
 
     def spread(self, values: torch.Tensor) -> torch.Tensor:
         """(B, N) per-CoT-token values -> (B, T) over key columns (0 elsewhere); differentiable."""
-        onehot = F.one_hot(self.cot_pos, self.input_ids.shape[1]).to(values.dtype)
-        return torch.einsum("bn,bnt->bt", values * self.cot_valid, onehot)
+        # a scatter, not one_hot: one_hot checks its indices on the host, which a CUDA graph cannot capture
+        out = values.new_zeros(self.input_ids.shape)
+        return out.scatter_add(1, self.cot_pos, values * self.cot_valid)
 
     @property
     def query_start(self) -> int | None:
@@ -271,7 +281,7 @@ def masked_forward(
         kwargs["input_ids"] = batch.input_ids[:, P:]
     # Logits only at rows that predict a target (row t-1 predicts token t); one index list for the whole batch.
     rows = batch.tgt_pos - 1 - P
-    keep = torch.unique(rows)
+    keep = torch.unique(rows) if batch.logit_cols is None else batch.logit_cols - P
     kwargs["logits_to_keep"] = keep
     if bias is None and implementation is None:
         out = model(**kwargs, output_attentions=output_attentions)
@@ -326,6 +336,34 @@ def variants_logprob(
             )
         )
     return torch.cat(out) if out else values.new_zeros(0)
+
+
+def cuda_graph_step(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], torch.Tensor], torch.Tensor]:
+    """(replay, first output): `fn` run once eagerly on a side stream (CUDA graphs need that warm-up; its output
+    is returned, so the work is not wasted), then captured as a CUDA graph. `replay()` reruns the whole capture
+    with one launch and returns its output tensor, which the next replay overwrites.
+
+    `fn` must read only tensors whose storage stays put (update them in place between replays) and must never
+    wait on the device (no .item(), no data-dependent shapes). If capture fails, replay is plain `fn`.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        first = fn().clone()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            out = fn()
+    except RuntimeError as e:  # an op that cannot be captured: correctness first, speed second
+        log.warning("CUDA graph capture failed, running eagerly: %s", str(e).splitlines()[0])
+        return fn, first
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+
+    return replay, first
 
 
 @contextmanager

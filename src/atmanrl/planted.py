@@ -77,12 +77,24 @@ LABELS = (
     "{n} hummed a song while working.",
     "Only {y} of the lights were on.",
 )
+SCHOOL = (
+    "The bell rang {x} times before class.",
+    "{n} sat next to the {w}.",
+    "The teacher wrote {y} words on the board.",
+    "Lunch was at half past {x}.",
+    "{n} forgot a {w} at home.",
+    "The hallway smelled of fresh paint.",
+    "Bus number {y} was late again.",
+    "A {w} hung above the door.",
+)
+PICK_Q = "{n} picked {a} {item} in the morning and {b} in the afternoon. How many {item} did {n} pick?"
 ADD_Q = "{n} has {a} {item} and buys {b} more. How many {item} does {n} have now?"
 SUB_Q = "{n} had {a} {item} and gave {b} to a friend. How many {item} are left?"
 MUL_Q = "There are {a} {box} and each holds {b} {item}. How many {item} are there in all?"
 
 FAMILIES: dict[str, Family] = {
-    # tune: the original 12-case benchmark ("a * b = ans." among small talk), and a sum among shop sentences.
+    # tune: the original 12-case benchmark ("a * b = ans." among small talk), a sum among shop sentences, and a
+    # sum with its unit among school sentences.
     "mul_smalltalk": Family(
         "tune",
         "{n} has {a} {box} with {b} {item} in each. How many {item} does {n} have?",
@@ -99,6 +111,8 @@ FAMILIES: dict[str, Family] = {
         ),
     ),
     "add_shop": Family("tune", ADD_Q, "{a} + {b} = {ans}.", SHOP, "+"),
+    # added in 0.3 (after the held-out families were first reported): more variety to tune on, new templates only
+    "pick_school": Family("tune", PICK_Q, "{a} + {b} = {ans} {item}.", SCHOOL, "+"),
     # held out: other questions, operations and distractor templates (sentences with a word and with a number).
     "sub_story": Family("heldout", SUB_Q, "{a} - {b} = {ans}.", STORY, "-"),
     "mul_labels": Family("heldout", MUL_Q, "{a} * {b} = {ans}.", LABELS),

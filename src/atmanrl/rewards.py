@@ -242,6 +242,10 @@ class SaliencyReward:
             )
         self.variant, self.method = variant, method
         self.options = dict(method_options or {})
+        if (
+            method == "learned"
+        ):  # the reward's own validated mask, not the attribution default (docs/saliency.md)
+            self.options.setdefault("preset", "reward")
         if steps is not None and method == "learned":
             self.options.setdefault("steps", steps)
         self.variant_kw = {"tau": tau, "scale": scale, "margin": margin}
@@ -266,7 +270,7 @@ class SaliencyReward:
         ):
             raise UserError(
                 "saliency: the chained mask runs a data-dependent number of passes, which deadlocks multi-process "
-                "training; drop preset 'chained' / chain from saliency_options"
+                "training; use the reward preset (the default) or drop chain from saliency_options"
             )
         self.trainer = trainer
         self.tokenizer = trainer.processing_class

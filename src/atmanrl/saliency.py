@@ -34,6 +34,7 @@ from .masked import (  # noqa: F401  (Trace, Token, content_mask and encode are 
     Token,
     Trace,
     content_mask,
+    cuda_graph_step,
     encode,
     encode_prompt,
     frozen,
@@ -162,6 +163,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             normalize="none",
             penalty="mean",
             optimizer="adam",
+            chain=False,
         ),
         # atmanrl 0.1's defaults (absolute restore loss; collapses on confident traces, see docs/saliency.md).
         "v0.1": dict(
@@ -173,10 +175,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             normalize="none",
             penalty="mean",
             optimizer="adam",
+            chain=False,
         ),
-        # The library's mask plus one leave-one-out hop: the computation behind a copied result counts too.
-        # Best planted AUC on the tuning families (docs/saliency.md); attribution only, ~2.7x the cost.
-        "chained": dict(chain=True, chain_by="leave_one_out", chain_top=3),
+        # The saliency reward's mask (SaliencyReward uses it unless told otherwise): one hop, 15 steps. It measures
+        # the share of the CoT the answer needs directly; validated as a reward in docs/saliency.md (reward
+        # validity, non-collapse, direction) and costs a fixed number of passes, so distributed ranks stay in step.
+        "reward": dict(chain=False, steps=15, lam=0.05),
+        # The library default spelled out (atmanrl 0.2 called it "chained"): kept so scripts that name it still run.
+        "chained": dict(chain=True, chain_by="leave_one_out", chain_top=3, steps=30, lam=0.3),
     }
 }
 
@@ -197,7 +203,9 @@ class Learned(SaliencyMethod):
       linear:   g = sigmoid(phi), bias = max_bias * (g - 1), in [-max_bias, 0];
       additive: bias = theta (the paper's), g = exp(min(theta, 0)), score theta - init.
     Fixed number of steps: no data-dependent early stop (it would deadlock distributed training).
-    Named settings: `make_method("learned", preset="paper")` (see PRESETS).
+    The defaults are for attribution (which CoT tokens the answer stands on, one hop through the CoT included);
+    the saliency reward uses `preset="reward"` (one hop, fewer steps). Named settings: `make_method("learned",
+    preset="paper")` (see PRESETS).
     """
 
     method_name: ClassVar[str] = "learned"
@@ -206,9 +214,11 @@ class Learned(SaliencyMethod):
     objective: str = "restore"
     normalize: str = "gap"
     penalty: str = "sum"
-    steps: int = 15
+    # attribution: a sharper first pass (more steps, a higher penalty) closes the open distractors that would
+    # otherwise become the chain's targets (planted tuning AUC 0.84 -> 0.93 with the chain; the reward keeps 15 / 0.05)
+    steps: int = 30
     lr: float = 10.0  # sgd on the gap-normalised objective (adam: ~0.5)
-    lam: float = 0.05
+    lam: float = 0.3
     # gate/linear: the initial g (0.9); additive: theta (restore -0.4, delete 0)
     init: float | None = None
     max_bias: float = 10.0  # linear only: the bias of a closed token (e^-10: removed)
@@ -224,17 +234,27 @@ class Learned(SaliencyMethod):
     # With adam every gate then moves by about the same steps, so tokens that close keep the gradient's order.
     warm_start: float = 0.0
     # chain: one more hop. The CoT tokens the answer needs most (up to chain_top, gate >= chain_min) become targets
-    # themselves, and the tokens *they* need score decay * g_target * need (see `_chain`). Off by default: it
-    # lifts the computation behind a copied result (planted AUC 0.69 -> 0.82 held out) but costs ~2.7x the mask;
-    # `preset="chained"` turns it on. chain_by: how the hop measures need -- "leave_one_out" (the drop share of
-    # the hop's own gap), "mask" (a learned mask per target) or "gradient" (one attention-gradient pass).
-    chain: bool = False
+    # themselves, and the tokens *they* need score decay * g_target * need (see `_chain`). It lifts the
+    # computation behind a copied result ("6 * 7" behind "42"), which one hop cannot see. Off in the reward
+    # preset: a data-dependent number of passes would break distributed lockstep. chain_by: how the hop measures
+    # need -- "leave_one_out" (the drop share of the hop's own gap), "mask" (a learned mask per target) or
+    # "gradient" (one attention-gradient pass).
+    chain: bool = True
     chain_by: str = "leave_one_out"
     chain_top: int = 3
     chain_min: float = 0.5
     chain_decay: float = (
         0.9  # an indirect need counts a little less than a direct one: the copied result ranks first
     )
+    # verify: check the first pass with leave-one-out. A token whose removal moves log p(A) by less than `verify`
+    # of the trace's gap keeps only that share of its gate (score g * min(1, drop share / verify)). The mask can
+    # leave a token open that the answer does not need (nothing pushes it shut once the target is reached);
+    # leave-one-out sees that. 0: off (it did not raise planted tuning AUC over a sharper first pass, and cut
+    # hit@1 on one family: docs/saliency.md). Costs one leave-one-out pass.
+    verify: float = 0.0
+    # On CUDA, capture one mask step as a CUDA graph and replay it (the step is launch-bound: thousands of small
+    # kernels). Same arithmetic as the eager step (tests compare the scores); False: always eager.
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:  # a bad option fails when the method is built, before any model work
         choices = {
@@ -256,6 +276,8 @@ class Learned(SaliencyMethod):
             raise UserError(
                 f"learned: chain_top must be >= 1 and chain_decay in (0, 1], got {self.chain_top}, {self.chain_decay}"
             )
+        if not 0 <= self.verify <= 1:
+            raise UserError(f"learned: verify must lie in [0, 1], got {self.verify}")
         if self.steps < 0 or self.lr <= 0:
             raise UserError(f"learned: steps must be >= 0 and lr > 0, got steps={self.steps}, lr={self.lr}")
 
@@ -282,7 +304,8 @@ class Learned(SaliencyMethod):
             else torch.optim.SGD([param], lr=self.lr, momentum=0.5)
         )
         sign = 1.0 if restore else -1.0
-        for step in range(self.steps):
+
+        def objective_grad(clamp: bool) -> torch.Tensor:
             with torch.enable_grad():
                 if self.parametrization == "gate":
                     g, values = torch.sigmoid(param), F.logsigmoid(param)
@@ -293,14 +316,26 @@ class Learned(SaliencyMethod):
                     g, values = torch.exp(param.clamp(max=0)), param
                 lp = masked_logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
                 r = (lp - floor) / gap if self.normalize == "gap" else lp
-                if self.normalize == "gap" and restore and not (step == 0 and self.warm_start):
+                if clamp:
                     r = r.clamp(max=self.target)
                 kept = ((g if restore else 1 - g) * valid).sum(-1)
                 reg = kept / n_valid if self.penalty == "mean" else kept
                 loss = (-sign * r + self.lam * reg).sum()  # summed: traces in a batch never interact
                 (grad,) = torch.autograd.grad(loss, param)
             # A non-finite step (a trace whose answer log-prob overflows) must not poison the whole batch.
-            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+        clamp = self.normalize == "gap" and restore
+        replay = None
+        for step in range(self.steps):
+            if replay is not None:
+                grad = replay()
+            elif step == int(bool(self.warm_start)) and self.cuda_graph and param.is_cuda and self.steps > 1:
+                # Every step (after a warm start's first) is the same computation on the same param storage:
+                # capture it once and replay it (one launch per step instead of thousands).
+                replay, grad = cuda_graph_step(lambda: objective_grad(clamp))
+            else:
+                grad = objective_grad(clamp and not (step == 0 and self.warm_start))
             if step == 0 and self.warm_start:
                 with torch.no_grad():  # graded start: the first gradient, scaled per trace to +-warm_start
                     scale = (grad.abs() * valid).amax(-1, keepdim=True).clamp(min=1e-12)
@@ -451,8 +486,11 @@ class Random(SaliencyMethod):
 # ----------------------------------------------------------------------------- batched API
 
 
-def _score_encoded(m: SaliencyMethod, model, encs: list[Encoded], pad_id: int, device):
-    """(scores (B, N) on the CPU, log p(A), log p(A | CoT removed)) for one batch of encoded traces."""
+def score_encoded(
+    m: SaliencyMethod, model: PreTrainedModel, encs: list[Encoded], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward batch of already tokenised traces (`encode`), no chain or verify step:
+    (scores (B, N) on the CPU, log p(A), log p(A | CoT removed)). `compute_saliency` is the text-level entry."""
     batch = MaskedBatch.build(encs, m.scope, pad_id, device)
     with torch.no_grad():
         prefix = prefix_cache(model, batch) if m.use_cache else None
@@ -461,6 +499,16 @@ def _score_encoded(m: SaliencyMethod, model, encs: list[Encoded], pad_id: int, d
         empty_lp = masked_logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
     scores = m.scores(model, batch, prefix, base_lp, empty_lp).detach().float().cpu()
     return scores, base_lp, empty_lp
+
+
+def _verify(
+    m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id: int, device
+) -> torch.Tensor:
+    """The first pass checked by leave-one-out: g * min(1, drop share / m.verify) (see `Learned.verify`)."""
+    drop, base, empty = score_encoded(LeaveOneOut(scope=m.scope), model, encs, pad_id, device)
+    gap = (base - empty).float().cpu().clamp(min=m.min_gap)
+    share = (drop / gap[:, None]).clamp(0, 1)
+    return scores * (share / m.verify).clamp(max=1)
 
 
 def _chain(m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id: int, device) -> torch.Tensor:
@@ -493,15 +541,15 @@ def _chain(m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id:
     if not rows:
         return scores
     if m.chain_by == "gradient":
-        grad, _, _ = _score_encoded(AttentionGradient(), model, rows, pad_id, device)
+        grad, _, _ = score_encoded(AttentionGradient(), model, rows, pad_id, device)
         # scale-free per hop: the strongest pull is 1, pushes away are 0
         hop = (grad / grad.amax(-1, keepdim=True).clamp(min=1e-12)).clamp(min=0)
     elif m.chain_by == "leave_one_out":
-        drop, base, empty = _score_encoded(LeaveOneOut(), model, rows, pad_id, device)
+        drop, base, empty = score_encoded(LeaveOneOut(), model, rows, pad_id, device)
         gap = (base - empty).float().cpu().clamp(min=m.min_gap)
         hop = (drop / gap[:, None]).clamp(0, 1)
     else:
-        hop, _, _ = _score_encoded(m, model, rows, pad_id, device)
+        hop, _, _ = score_encoded(m, model, rows, pad_id, device)
     out = scores.clone()
     for k, (b, j) in enumerate(hops):
         out[b, :j] = torch.maximum(out[b, :j], m.chain_decay * scores[b, j] * hop[k, :j])
@@ -581,7 +629,9 @@ def compute_saliency(
         for idx in plan_batches([len(e.ids) for e in encoded], batch_size, token_budget):
             t0 = time.perf_counter()
             encs = [encoded[i] for i in idx]
-            scores, base_lp, empty_lp = _score_encoded(m, model, encs, pad_id, device)
+            scores, base_lp, empty_lp = score_encoded(m, model, encs, pad_id, device)
+            if isinstance(m, Learned) and m.verify:
+                scores = _verify(m, model, encs, scores, pad_id, device)
             if isinstance(m, Learned) and m.chain:
                 scores = _chain(m, model, encs, scores, pad_id, device)
             if not torch.isfinite(scores).all():
