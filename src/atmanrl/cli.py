@@ -7,8 +7,11 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .errors import UserError
+
+T = TypeVar("T")
 
 # One default set of saliency methods for every command that scores CoTs: the AtManRL mask, its first-order
 # approximation, and the random floor.
@@ -154,6 +157,15 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """A config dataclass from the parsed options of the same names (`overrides` for the ones parsed otherwise),
+    so a command's flags and its library config cannot drift apart field by field."""
+    from dataclasses import fields
+
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**(given | overrides))
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import SamplingConfig, accuracy, generate_task
     from .io import check_writable, write_jsonl
@@ -161,13 +173,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_writable(args.output)
     task, examples = load_examples(args)
     model, tok = model_from_args(args)
-    cfg = SamplingConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
+    cfg = config_from_args(SamplingConfig, args)
     rows = generate_task(model, tok, task, examples, cfg)
     write_jsonl(args.output, rows)
     parsed = sum(r["pred"] is not None for r in rows)
@@ -198,18 +204,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
         check_writable(args.html)
     model, tok = model_from_args(args)
     rows, errors = score_file(
-        model,
-        tok,
-        args.input,
-        methods,
-        task=args.task,
-        scope=args.scope,
-        steps=args.saliency_steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        tau=args.tau,
-        margin=args.margin,
-        preset=args.preset,
+        model, tok, args.input, methods, task=args.task, batch_size=args.batch_size, **saliency_options(args)
     )
     if not rows:
         raise UserError(
@@ -232,6 +227,18 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
+def saliency_options(args: argparse.Namespace) -> dict:
+    """The saliency options `saliency` and `explain` share (`add_saliency_args`), as `score_traces` names them."""
+    return dict(
+        scope=args.scope,
+        steps=args.saliency_steps,
+        seed=args.seed,
+        tau=args.tau,
+        margin=args.margin,
+        preset=args.preset,
+    )
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import row_to_trace, score_traces
     from .generate import SamplingConfig, accuracy, generate_task
@@ -249,18 +256,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"none of the {len(gens)} completions has a parseable answer and a CoT: try more --limit"
         )
     traces = [row_to_trace(g, tok, task) for g in usable]
-    scored = score_traces(
-        model,
-        tok,
-        traces,
-        methods,
-        scope=args.scope,
-        steps=args.saliency_steps,
-        seed=args.seed,
-        tau=args.tau,
-        margin=args.margin,
-        preset=args.preset,
-    )
+    scored = score_traces(model, tok, traces, methods, **saliency_options(args))
     rows = [g | s for g, s in zip(usable, scored)]
     write_heatmap(args.html, rows, title=f"atmanrl explain: {args.model} on {task.name}")
     if args.output:
@@ -361,16 +357,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.report)
     check_writable(out / "metrics.json")
     methods, options = _methods_options(args)
-    cfg = EvalConfig(
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        answer_tokens=args.answer_tokens,
-        mistake_mode=args.mistake_mode,
+    cfg = config_from_args(
+        EvalConfig,
+        args,
         methods=methods,
         method_options=options,
-        saliency_limit=args.saliency_limit,
-        planted=args.planted,
         skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()),
     )
     cfg.validate()  # before the model loads: a typo should cost seconds, not minutes

@@ -56,18 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     seed, limit = str(args.seed), str(args.limit)
     t0 = time.time()
 
+    def on_arith(model: str, n: str) -> list[str]:  # the options generate, explain and eval share
+        return ["--model", model, "--task", "arith", "--limit", n, "--seed", seed]
+
     run(
         "1/5 Generate chains of thought on arith level 1 (synthetic, no download)",
         [
             "generate",
-            "--model",
-            args.model,
-            "--task",
-            "arith",
-            "--limit",
-            limit,
-            "--seed",
-            seed,
+            *on_arith(args.model, limit),
             "--output",
             str(out / "generations.jsonl"),
         ],
@@ -76,14 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "2/5 Which CoT tokens does the answer need? (learned AtManRL mask vs first-order gradient)",
         [
             "explain",
-            "--model",
-            args.model,
-            "--task",
-            "arith",
-            "--limit",
-            "4",
-            "--seed",
-            seed,
+            *on_arith(args.model, "4"),
             "--methods",
             "learned,attention_gradient",
             "--html",
@@ -119,14 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             f"4/5 Evaluate {name}",
             [
                 "eval",
-                "--model",
-                model,
-                "--task",
-                "arith",
-                "--limit",
-                limit,
-                "--seed",
-                seed,
+                *on_arith(model, limit),
                 "--report",
                 str(out / "eval" / name),
             ],

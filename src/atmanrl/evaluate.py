@@ -59,7 +59,7 @@ class EvalConfig:
     # options per method, e.g. {"learned": {"steps": 10}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ks: tuple[int, ...] = tuple(range(0, 101, 10))  # deletion/insertion: % of CoT content tokens
-    # traces per saliency method: the learned mask costs ~15 forward+backward passes per batch
+    # traces per saliency method: the learned mask costs ~30 forward+backward passes per batch, plus its hop
     saliency_limit: int | None = 16
     heatmaps: int = 2  # example saliency maps kept per method for the report
     planted: int = 0  # planted-distractor cases per method (0: off)

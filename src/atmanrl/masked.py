@@ -227,30 +227,16 @@ def masked_logprob(
     batch: MaskedBatch,
     prefix: Prefix,
     bias: torch.Tensor | None = None,
-    *,
-    use_cache: bool = True,
-    mode: str = "additive",
-    factor: float = 0.1,
-    implementation: str | None = None,
-    inputs_embeds: torch.Tensor | None = None,
+    **options: Any,
 ) -> torch.Tensor:
     """log p(target) per row (B,), under `bias` on the key columns (None: the unmodified model).
 
     `bias` is (B, T) over the batch's columns (`batch.spread` maps per-CoT-token values there): additive, it is
     added to the pre-softmax scores (dtype min removes a key); multiplicative (AtMan), 1 scales that key's scores
-    by `factor`. See `masked_forward` for the model output as well.
+    by `factor`. `options` are `masked_forward`'s (use_cache, mode, factor, implementation, inputs_embeds), which
+    also returns the model output.
     """
-    return masked_forward(
-        model,
-        batch,
-        prefix,
-        bias,
-        use_cache=use_cache,
-        mode=mode,
-        factor=factor,
-        implementation=implementation,
-        inputs_embeds=inputs_embeds,
-    )[0]
+    return masked_forward(model, batch, prefix, bias, **options)[0]
 
 
 def masked_forward(

@@ -151,32 +151,14 @@ class SaliencyMethod:
         raise NotImplementedError
 
 
+# The absolute restore loss with a mean penalty and Adam, one hop: what the paper describes and atmanrl 0.1 ran.
+ABSOLUTE_LOSS: dict[str, Any] = dict(normalize="none", penalty="mean", optimizer="adam", chain=False)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "learned": {
         # The paper's description: an additive mask started at -0.4 and optimised ~200 steps to restore p(A).
-        "paper": dict(
-            parametrization="additive",
-            init=-0.4,
-            steps=200,
-            lr=0.1,
-            lam=0.05,
-            normalize="none",
-            penalty="mean",
-            optimizer="adam",
-            chain=False,
-        ),
-        # atmanrl 0.1's defaults (absolute restore loss; collapses on confident traces, see docs/saliency.md).
-        "v0.1": dict(
-            parametrization="gate",
-            init=0.5,
-            steps=15,
-            lr=0.2,
-            lam=10.0,
-            normalize="none",
-            penalty="mean",
-            optimizer="adam",
-            chain=False,
-        ),
+        "paper": dict(parametrization="additive", init=-0.4, steps=200, lr=0.1, lam=0.05, **ABSOLUTE_LOSS),
+        # atmanrl 0.1's defaults (collapses on confident traces, see docs/saliency.md).
+        "v0.1": dict(parametrization="gate", init=0.5, steps=15, lr=0.2, lam=10.0, **ABSOLUTE_LOSS),
         # The saliency reward's mask (SaliencyReward uses it unless told otherwise): one hop, 15 steps. It measures
         # the share of the CoT the answer needs directly; validated as a reward in docs/saliency.md (reward
         # validity, non-collapse, direction) and costs a fixed number of passes, so distributed ranks stay in step.
