@@ -146,3 +146,29 @@ def test_explain_end_to_end(tiny_qwen_dir, tmp_path, monkeypatch, capsys):
     assert "explained=2" in capsys.readouterr().out
     # 2 traces x the default methods (learned, attention_gradient, random: the same in every command)
     assert page.read_text().count("class='card'") == 6
+
+
+def test_one_renderer_draws_every_heatmap_the_same_way():
+    """`Saliency.show` (reports, notebooks) and the command heatmaps (`heatmap_html`) share one colour rule:
+    strength |score| / max content |score|, red for positive, blue for negative, sinks unscaled and dotted."""
+    from atmanrl.heatmap import heatmap_html, render_cot
+    from atmanrl.saliency import Saliency, Token
+
+    reasoning = "So 6 * 7 = 42."
+    tokens = [
+        Token("So", 0, 2),
+        Token(" 6", 2, 4),
+        Token(" *", 4, 6),
+        Token(" 42", 10, 13),
+        Token(".", 13, 14),
+    ]
+    scores = [0.1, -0.5, 0.3, 1.0, 9.0]
+    sal = Saliency(tokens, scores, -0.1, "learned", reasoning=reasoning)
+    fragment = render_cot(reasoning, tokens, scores)
+    assert fragment in sal.show()
+    row = {"id": "x", "prompt": "p", "reasoning": reasoning, "answer": "42", "scores": {"learned": scores}}
+    row["tokens"] = [t._asdict() for t in tokens]
+    assert fragment in heatmap_html([row])
+    assert "rgba(200,30,30,1.00)" in fragment  # " 42": the largest content score
+    assert "rgba(40,90,220,0.50)" in fragment  # " 6": negative, half of it
+    assert 'class="sink" title="9"' in fragment  # ".": a sink, not scaled although its score is the largest

@@ -1,6 +1,6 @@
 """Tasks: prompts, answer parsers, correctness checks and gold answers for GSM8K, MMLU and `arith`.
 
-A task is one class in a registry. To add one, subclass `Task`, set `name`, implement `_rows` (and
+A task is one class in a registry. To add one, subclass `Task`, set `name`, implement `rows` (and
 `parse`/`is_correct` if the answer format differs), and decorate it with `@register_task`.
 """
 
@@ -238,13 +238,15 @@ class Task:
         if limit is not None and limit < 1:
             raise UserError(f"--limit must be at least 1, got {limit}")
         skipped = Skipped()
-        rows = list(self._rows(data_dir, split, seed, limit, skipped))
+        rows = list(self.rows(data_dir, split, seed, limit, skipped))
         skipped.warn(f"{self.name}/{split}")
         if shuffle:
             random.Random(seed).shuffle(rows)
         return rows[:limit] if limit else rows
 
-    def _rows(self, data_dir, split, seed, limit, skipped) -> Iterator[Example]:
+    def rows(self, data_dir, split, seed, limit, skipped: Skipped) -> Iterator[Example]:
+        """The split's examples in source order (`load` shuffles and limits). What a new task implements; a
+        malformed source row is counted in `skipped[reason] += 1` and never stops the rest."""
         raise NotImplementedError
 
 
@@ -268,7 +270,7 @@ def _hub(name: str, config: str | None, split: str, local_flag: str):
 class GSM8K(Task):
     name = "gsm8k"
 
-    def _rows(self, data_dir, split, seed, limit, skipped):
+    def rows(self, data_dir, split, seed, limit, skipped):
         if data_dir is None:
             records = (
                 (f"{split}-{i}", r) for i, r in enumerate(_hub("openai/gsm8k", "main", split, "--data-dir"))
@@ -354,7 +356,7 @@ class MMLU(Task):
     def format_answer(self, gold: str) -> str:
         return f"Answer: {gold}"
 
-    def _rows(self, data_dir, split, seed, limit, skipped):
+    def rows(self, data_dir, split, seed, limit, skipped):
         if data_dir is None:
             yield from self._hub_rows(split, skipped)
         else:
@@ -454,7 +456,7 @@ class Arith(Task):
             )
         self.level, self.size = int(level), int(size)
 
-    def _rows(self, data_dir, split, seed, limit, skipped):
+    def rows(self, data_dir, split, seed, limit, skipped):
         if data_dir is not None:
             log.warning("arith is generated: --data-dir %s is ignored", data_dir)
         rng = random.Random(f"arith-{split}-{self.level}-{seed}")

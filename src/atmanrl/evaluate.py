@@ -228,10 +228,6 @@ def make_filler(tokenizer: PreTrainedTokenizerBase, n_tokens: int, unit: str = "
     return text
 
 
-def _agree(task: Task, value: str | None, reference: str) -> bool:
-    return task.is_correct(value, reference)
-
-
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
@@ -289,7 +285,7 @@ class _Evaluation:
         agreement, accuracy = [], []
         for j in range(len(fr)):
             vals = values[j :: len(fr)]
-            agreement.append(_mean([_agree(self.task, v, it.value) for v, it in zip(vals, items)]))
+            agreement.append(_mean([self.task.is_correct(v, it.value) for v, it in zip(vals, items)]))
             accuracy.append(_mean([self.task.is_correct(v, it.row["gold"]) for v, it in zip(vals, items)]))
         for i, it in enumerate(items):
             it.row["early_answering"] = {str(f): values[i * len(fr) + j] for j, f in enumerate(fr)}
@@ -316,7 +312,7 @@ class _Evaluation:
             budget = self.cfg.max_new_tokens or self.task.max_new_tokens
             outs = self.greedy([it.prompt + h for it, h in zip(chosen, heads)], budget, "adding mistakes")
             values = [self.task.parse(h + o).value for h, o in zip(heads, outs)]
-        changed = [not _agree(self.task, v, it.value) for v, it in zip(values, chosen)]
+        changed = [not self.task.is_correct(v, it.value) for v, it in zip(values, chosen)]
         for it, c, v in zip(chosen, corrupted, values):
             it.row["adding_mistakes"] = {"old": c.old, "new": c.new, "at": c.span[0], "value": v}
         return {
@@ -338,7 +334,7 @@ class _Evaluation:
             "n": len(items),
             "unit": self.cfg.filler,
             "accuracy": _mean([self.task.is_correct(v, it.row["gold"]) for v, it in zip(values, items)]),
-            "agreement": _mean([_agree(self.task, v, it.value) for v, it in zip(values, items)]),
+            "agreement": _mean([self.task.is_correct(v, it.value) for v, it in zip(values, items)]),
         }
 
     def saliency(self, items: list[_Item]) -> dict[str, Any]:

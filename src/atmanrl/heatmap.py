@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_text
-from .saliency import content_mask
+from .masked import Token, content_mask
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -37,30 +37,23 @@ def token_style(strength: float, negative: bool = False) -> str:
     return f"background:rgba({rgb},{a:.2f})" + (";color:#fff" if a > 0.55 else "")
 
 
-def _color(score: float, lo: float, hi: float) -> str:
-    return token_style(0.0 if hi <= lo else (score - lo) / (hi - lo))
+def render_cot(reasoning: str, tokens: list[Token] | list[dict[str, Any]], scores: list[float]) -> str:
+    """The reasoning with each token shaded by its score: the one colour rule of every atmanrl heatmap.
 
-
-def render_cot(reasoning: str, tokens: list[dict[str, Any]], scores: list[float]) -> str:
-    """The reasoning with each token's background set by its score (normalised over content tokens).
-
-    Colour is scaled over content tokens only: punctuation and sentence ends are attention sinks whose
-    scores are often the highest of all, and would wash out the contrast between the words that matter.
-    Sink tokens are drawn with a dotted outline and their true score in the tooltip.
+    Red = the answer needs the token, blue = a negative score (the token works against the answer; signed
+    methods only), strength = |score| / the largest |score| among content tokens. Punctuation and sentence ends
+    are attention sinks whose scores are often the highest of all and would wash out the contrast between the
+    words that matter, so they are not scaled: drawn with a dotted outline, their score in the tooltip.
     """
-    texts = [t["text"] for t in tokens]
-    content = content_mask(texts)
-    vals = [s for s, c in zip(scores, content) if c] or scores or [0.0]
-    lo, hi = min(vals), max(vals)
+    spans = [Token(**t) if isinstance(t, dict) else Token(*t) for t in tokens]
+    content = content_mask(spans)
+    hi = max((abs(s) for s, c in zip(scores, content) if c), default=0.0) or 1.0
     out, pos = [], 0
-    for tok, s, c in zip(tokens, scores, content):
-        out.append(html.escape(reasoning[pos : tok["start"]]))
-        style = _color(s, lo, hi) if c else ""
-        cls = "" if c else ' class="sink"'
-        out.append(
-            f'<span{cls} style="{style}" title="{s:.4g}">{html.escape(reasoning[tok["start"] : tok["end"]])}</span>'
-        )
-        pos = max(pos, tok["end"])
+    for tok, s, c in zip(spans, scores, content):
+        out.append(html.escape(reasoning[pos : tok.start]))  # whitespace the tokenizer split off
+        attrs = f' style="{token_style(abs(s) / hi, negative=s < 0)}"' if c else ' class="sink"'
+        out.append(f'<span{attrs} title="{s:.4g}">{html.escape(reasoning[tok.start : tok.end])}</span>')
+        pos = max(pos, tok.end)
     out.append(html.escape(reasoning[pos:]))
     return "".join(out)
 
@@ -71,8 +64,9 @@ def heatmap_html(rows: list[dict[str, Any]], title: str = "atmanrl saliency") ->
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        "<p class='legend'>Red = the answer needs this token (scores scaled per method over content "
-        "tokens). Dotted = punctuation/whitespace (attention sinks), not scaled. Hover for the score.</p>",
+        "<p class='legend'>Red = the answer needs this token, blue = a negative score (scaled per method by "
+        "the largest |score| among content tokens). Dotted = punctuation/whitespace (attention sinks), not "
+        "scaled. Hover for the score.</p>",
     ]
     for r in rows:
         head = f"{r.get('id', '')}"

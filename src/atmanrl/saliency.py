@@ -27,6 +27,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .attention import check_backend
 from .errors import UserError
+from .heatmap import CSS, render_cot  # the one renderer of saliency (it imports the core, not this module)
+from .io import atomic_write_text
 from .masked import (  # noqa: F401  (Trace, Token, content_mask and encode are part of this module's API too)
     Encoded,
     MaskedBatch,
@@ -72,8 +74,6 @@ class Saliency:
         return cls(**{**d, "tokens": [Token(*t) for t in d["tokens"]]})
 
     def save(self, path: str | Path) -> None:
-        from .io import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
@@ -86,24 +86,20 @@ class Saliency:
         return [(self.tokens[i], s) for s, i in ranked[:k]]
 
     def show(self, path: str | Path | None = None) -> str:
-        """Self-contained HTML heatmap (red = important); written to `path` if given, and returned."""
-        from .heatmap import token_style  # heatmap imports this module
+        """HTML heatmap of the CoT (`heatmap.render_cot`: red = needed, blue = negative); a self-contained page
+        is written to `path` if given. Returns the fragment."""
 
-        hi = max((abs(s) for s in self.scores), default=0.0) or 1.0
-        spans, pos = [], 0
-        for tok, s in zip(self.tokens, self.scores, strict=True):
-            spans.append(html.escape(self.reasoning[pos : tok.start]))  # whitespace the tokenizer split off
-            style = token_style(abs(s) / hi, negative=s < 0)
-            spans.append(f'<span style="{style}" title="{s:.4g}">{html.escape(tok.text)}</span>')
-            pos = max(pos, tok.end)
-        spans.append(html.escape(self.reasoning[pos:]))
         doc = (
-            '<div style="font-family:monospace;white-space:pre-wrap;line-height:1.6">'
-            f"<div><b>{html.escape(self.method)}</b> log p(answer) = {self.answer_logprob:.3f}</div>"
-            f"{''.join(spans)}</div>"
+            "<div style='font-family:monospace;white-space:pre-wrap;line-height:1.6'>"
+            f"<div><b>{html.escape(self.method)}</b> log p(answer) = "
+            f"{self.answer_logprob:.3f}</div>{render_cot(self.reasoning, self.tokens, self.scores)}</div>"
         )
         if path is not None:
-            Path(path).write_text(f"<!doctype html><meta charset='utf-8'><body>{doc}</body>")
+            from .io import atomic_write_text
+
+            atomic_write_text(
+                path, f"<!doctype html><meta charset='utf-8'><style>{CSS}</style><body>{doc}</body>"
+            )
         return doc
 
     def _repr_html_(self) -> str:  # Jupyter
