@@ -271,3 +271,31 @@ def test_cuda_graph_replay_gives_the_eager_scores(tokenizer):
     graph = compute_saliency(model, tokenizer, TRACES, "learned", steps=6)
     for a, b in zip(eager, graph, strict=True):
         torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("scope", ["answer", "all"])
+def test_shared_prompts_give_the_same_cache_and_scores(tokenizer, arch, scope, monkeypatch):
+    """A GRPO group's rollouts share their prompt: computing it once gives the keys/values (and so the scores)
+    of one forward over every row, with CoTs of different lengths and a row with another prompt."""
+    from atmanrl.masked import MaskedBatch, encode, prefix_cache
+
+    model = make_tiny_model(arch, len(tokenizer))
+    cots = ["5 - 2 = 3.", "Tom eats 2 of 5, so 3 are left, 5 - 2 = 3.", "Three."]
+    traces = [Trace(PROMPT, c, "\n#### 3", (6, 7)) for c in cots] + [TRACES[1]]
+    batch = MaskedBatch.build([encode(tokenizer, t) for t in traces], scope, tokenizer.pad_token_id, "cpu")
+    shared = prefix_cache(model, batch)
+    plain = prefix_cache(model, batch, share_prompts=False)
+    real = batch.attention_mask[:, : batch.P].bool()[:, None, :, None]
+    for (ks, vs), (kp, vp) in zip(shared, plain, strict=True):
+        torch.testing.assert_close(ks * real, kp * real, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(vs * real, vp * real, atol=1e-5, rtol=1e-4)
+    a = compute_saliency(model, tokenizer, traces, "learned", steps=3, scope=scope)
+    import functools
+
+    import atmanrl.saliency as saliency
+
+    monkeypatch.setattr(saliency, "prefix_cache", functools.partial(prefix_cache, share_prompts=False))
+    b = compute_saliency(model, tokenizer, traces, "learned", steps=3, scope=scope)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(torch.tensor(x.scores), torch.tensor(y.scores), atol=1e-4, rtol=1e-4)

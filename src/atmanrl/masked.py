@@ -201,17 +201,87 @@ Prefix = list[tuple[torch.Tensor, torch.Tensor]] | None
 
 
 @torch.no_grad()
-def prefix_cache(model: PreTrainedModel, batch: MaskedBatch) -> Prefix:
-    """Keys/values of the columns before the split; they do not depend on the mask, so they are computed once."""
+def prefix_cache(model: PreTrainedModel, batch: MaskedBatch, share_prompts: bool = True) -> Prefix:
+    """Keys/values of the columns before the split; they do not depend on the mask, so they are computed once.
+
+    With `share_prompts`, rows whose prompts are the same token sequence (a GRPO group's rollouts) compute that
+    prompt once: the prompt, then each row's CoT on top of its prompt's cache, then the result laid out in the
+    batch's columns. The same keys and values as one forward over every row (a test compares them).
+    """
     if batch.P == 0:
         return None
+    P = batch.P
+    mask = batch.attention_mask[:, :P].cpu()
+    first = mask.argmax(-1).tolist()  # left padding: the first real column of each row
+    ends = (
+        batch.cot_pos[:, 0].clamp(max=P).cpu().tolist()
+    )  # the prompt's end column (P when the split is there)
+    ids = batch.input_ids[:, :P].cpu()
+    prompts = [tuple(ids[b, first[b] : ends[b]].tolist()) for b in range(len(first))]
+    unique = list(dict.fromkeys(prompts))
+    if not share_prompts or len(unique) == len(prompts):
+        out = model(
+            input_ids=batch.input_ids[:, :P],
+            attention_mask=batch.attention_mask[:, :P],
+            position_ids=batch.position_ids[:, :P],
+            use_cache=True,
+        )
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    return _shared_prompt_cache(model, batch, first, ends, prompts, unique)
+
+
+def _shared_prompt_cache(model, batch: MaskedBatch, first, ends, prompts, unique) -> Prefix:
+    device, P = batch.input_ids.device, batch.P
+    lp = max(len(u) for u in unique)
+
+    def left_padded(rows: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
+        return ids.to(device), mask.to(device)
+
+    # 1. each distinct prompt once, left-padded to the longest
+    u_ids, u_mask = left_padded([list(u) for u in unique], lp)
     out = model(
-        input_ids=batch.input_ids[:, : batch.P],
-        attention_mask=batch.attention_mask[:, : batch.P],
-        position_ids=batch.position_ids[:, : batch.P],
+        input_ids=u_ids,
+        attention_mask=u_mask,
+        position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
     )
-    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    group = torch.tensor([unique.index(p) for p in prompts], device=device)
+    layers = [(layer.keys[group], layer.values[group]) for layer in out.past_key_values.layers]
+    mask = u_mask[group]
+    # 2. every row's CoT part (right-padded) on top of its prompt's cache
+    cot = [batch.input_ids[b, e:P].tolist() for b, e in enumerate(ends)]
+    lc = max(len(c) for c in cot)
+    if lc:
+        c_ids = torch.zeros(len(cot), lc, dtype=torch.long)
+        c_mask = torch.zeros(len(cot), lc, dtype=torch.long)
+        for i, c in enumerate(cot):
+            if c:
+                c_ids[i, : len(c)], c_mask[i, : len(c)] = torch.tensor(c), 1
+        c_ids, c_mask = c_ids.to(device), c_mask.to(device)
+        start = torch.tensor([len(p) for p in prompts], device=device)
+        out = model(
+            input_ids=c_ids,
+            attention_mask=torch.cat([mask, c_mask], dim=1),
+            position_ids=start[:, None] + torch.arange(lc, device=device),
+            past_key_values=DynamicCache(ddp_cache_data=layers, config=model.config),
+            use_cache=True,
+        )
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    # 3. into the batch's columns: row b's column c holds its token c - first[b] (prompt, then CoT)
+    shift = torch.tensor([lp - len(p) - f for p, f in zip(prompts, first, strict=True)], device=device)
+    src = (torch.arange(P, device=device)[None, :] + shift[:, None]).clamp(
+        min=0
+    )  # left pads: any finite entry
+
+    def place(t: torch.Tensor) -> torch.Tensor:
+        return torch.gather(t, 2, src[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
+
+    return [(place(k), place(v)) for k, v in layers]
 
 
 def repeat_prefix(prefix: Prefix, b: int, n: int) -> Prefix:
