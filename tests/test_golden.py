@@ -22,7 +22,15 @@ METHODS = "learned,leave_one_out,attention_gradient,random"
 
 def test_saliency_output_matches_the_golden_file(tiny_dir, tmp_path, capsys):
     out = tmp_path / "scores.jsonl"
-    args = ["saliency", "--model", str(tiny_dir), "--input", str(GOLDEN / "traces.jsonl"), "--output", str(out)]
+    args = [
+        "saliency",
+        "--model",
+        str(tiny_dir),
+        "--input",
+        str(GOLDEN / "traces.jsonl"),
+        "--output",
+        str(out),
+    ]
     assert main([*args, "--methods", METHODS, "--saliency-steps", "4", "--seed", "0"]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     for r in rows:
@@ -36,7 +44,10 @@ def test_saliency_output_matches_the_golden_file(tiny_dir, tmp_path, capsys):
         assert got["tokens"] == want["tokens"]
         assert set(got["scores"]) == set(want["scores"]) == set(METHODS.split(","))
         for m, scores in want["scores"].items():
-            assert got["scores"][m] == pytest.approx(scores, abs=1e-3), (got["id"], m)  # CPU-to-CPU float noise
+            assert got["scores"][m] == pytest.approx(scores, abs=1e-3), (
+                got["id"],
+                m,
+            )  # CPU-to-CPU float noise
         assert got["answer_logprob"] == pytest.approx(want["answer_logprob"], abs=1e-4)
         assert got["gap"] == pytest.approx(want["gap"], abs=1e-4)
         assert got["rewards"] == pytest.approx(want["rewards"], abs=1e-4)
