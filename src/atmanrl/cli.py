@@ -392,19 +392,11 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
     from .ab import ABConfig, main
 
-    cfg = ABConfig(
-        output=args.output,
-        model=args.model,
-        outcome_recipe=args.outcome_recipe,
-        atmanrl_recipe=args.atmanrl_recipe,
+    cfg = config_from_args(
+        ABConfig,
+        args,
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
-        max_steps=args.max_steps,
-        save_steps=args.save_steps,
         overrides=tuple(shlex.split(args.train_args)),
-        eval_task=args.eval_task,
-        eval_level=args.eval_level,
-        eval_limit=args.eval_limit,
-        eval_seed=args.eval_seed,
     )
     path = main(cfg)
     print(f"ab={path}")
