@@ -304,7 +304,7 @@ def add_saliency_args(p: argparse.ArgumentParser, default_methods: str = DEFAULT
         "--preset",
         default=None,
         choices=LEARNED_PRESETS,
-        help="named setting of `learned`: reward (the saliency reward's one-hop mask, about 1/3 the cost), "
+        help="named setting of `learned`: reward (the saliency reward's one-hop mask, about half the cost), "
         "chained (the default, spelled out), paper (the paper's additive mask), v0.1 (atmanrl 0.1). Default: "
         "the library's (one hop through the CoT included). The reported rewards always use the reward's mask",
     )

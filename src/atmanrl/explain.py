@@ -103,7 +103,10 @@ def score_traces(
         get_method(m)  # unknown names fail before any work
     out: list[dict[str, Any]] = [{"scores": {}, "seconds": {}} for _ in traces]
     learned: list[Any] = []
-    with progress_bar("saliency", total=len(traces) * len(methods)) as advance:
+    # The rewards as GRPO computes them: from the reward's own mask (preset "reward"), not the attribution default;
+    # the attribution pass is reused when it already was that mask.
+    reward_pass = "learned" in methods and not (preset == "reward" and scope == "answer")
+    with progress_bar("saliency", total=len(traces) * (len(methods) + reward_pass)) as advance:
         for m in methods:
             sals = []
             for lo in range(0, len(traces), batch_size):
@@ -125,16 +128,13 @@ def score_traces(
                 row["gap"] = cot_gap(sal)
             if m == "learned":
                 learned = sals
-    if "learned" in methods:
-        # The rewards as GRPO computes them: from the reward's own mask (preset "reward"), not the attribution
-        # default; reused when the attribution pass already was that mask.
-        if preset == "reward" and scope == "answer":
-            reward_sals = learned
-        else:
+        if reward_pass:
             opts = method_options("learned", "answer", steps, seed, "reward")
-            reward_sals = compute_saliency(model, tokenizer, traces, "learned", batch_size=batch_size, **opts)
+            learned = compute_saliency(model, tokenizer, traces, "learned", batch_size=batch_size, **opts)
+            advance(len(traces))
+    if learned:
         kw = {"tau": tau, "margin": margin}
-        for row, sal in zip(out, reward_sals):
+        for row, sal in zip(out, learned):
             row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
     return out
 
