@@ -273,7 +273,7 @@ def add_steps_arg(g) -> None:
         dest="saliency_steps",
         type=int,
         default=None,
-        help="mask optimisation steps of `learned` (default: the method's, 15; train: saliency_steps)",
+        help="mask optimisation steps of `learned` (default: 30, the reward's mask 15; train: saliency_steps)",
     )
     g.add_argument(
         "--steps",

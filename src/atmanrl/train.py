@@ -48,7 +48,7 @@ class TrainScriptArguments:
     saliency_steps: int | None = field(
         default=None,
         metadata={
-            "help": "mask optimisation steps (default: the method's, 15; or its preset's, e.g. paper 200)"
+            "help": "mask optimisation steps (default: the reward preset's, 15; or another preset's, e.g. paper 200)"
         },
     )
     saliency_options: str | None = field(
