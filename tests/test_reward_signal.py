@@ -236,3 +236,11 @@ def test_the_chained_mask_is_refused_in_multi_process_training(tokenizer):
         fn.bind(trainer)
     trainer.accelerator.num_processes = 1
     assert fn.bind(trainer) is fn
+
+
+def test_steps_for_a_method_without_steps_is_said_not_dropped(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        SaliencyReward(task="arith", variant="cot_reliance", method="attention_gradient", steps=15)
+    assert any("learned mask only" in r.getMessage() for r in caplog.records)

@@ -248,6 +248,8 @@ class SaliencyReward:
             self.options.setdefault("preset", "reward")
         if steps is not None and method == "learned":
             self.options.setdefault("steps", steps)
+        elif steps is not None:  # a recipe's saliency_steps with another method: say so rather than drop it
+            log.warning("saliency: steps=%s applies to the learned mask only; method %r ignores it", steps, method)
         self.variant_kw = {"tau": tau, "scale": scale, "margin": margin}
         # One step's rollouts in as few forwards as `token_budget` (traces x longest length) allows; at most
         # `batch_size` traces per forward (None: no cap). Multi-process runs use fixed groups of
