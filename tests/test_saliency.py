@@ -266,11 +266,30 @@ def test_verify_only_lowers_scores_by_the_leave_one_out_share(tokenizer):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graph_replay_gives_the_eager_scores(tokenizer):
+    """Captured once, replayed for the rest of the steps and for later batches of the same shapes (other data
+    copied into the graph's buffers): always the eager scores."""
+    from atmanrl.masked import Encoded
+    from atmanrl.saliency import frozen, make_method, score_encoded
+
     model = make_tiny_model("llama", len(tokenizer)).cuda()
     eager = compute_saliency(model, tokenizer, TRACES, "learned", steps=6, cuda_graph=False)
     graph = compute_saliency(model, tokenizer, TRACES, "learned", steps=6)
     for a, b in zip(eager, graph, strict=True):
         torch.testing.assert_close(torch.tensor(a.scores), torch.tensor(b.scores), atol=1e-5, rtol=1e-5)
+
+    def rows(seed):
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(10, len(tokenizer), (3, 40), generator=g).tolist()
+        return [Encoded(r, 10, [Token("x", i, i + 1) for i in range(25)], 35, [36, 37]) for r in ids]
+
+    kept, fresh = make_method("learned", steps=6, chain=False), None
+    with frozen(model):
+        for seed in (0, 1, 2):
+            fresh = make_method("learned", steps=6, chain=False, cuda_graph=False)
+            want = score_encoded(fresh, model, rows(seed), 0, torch.device("cuda"))[0]
+            got = score_encoded(kept, model, rows(seed), 0, torch.device("cuda"))[0]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert len(kept._graphs) == 1  # one capture, reused by the later batches
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])

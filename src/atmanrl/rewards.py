@@ -249,7 +249,9 @@ class SaliencyReward:
         if steps is not None and method == "learned":
             self.options.setdefault("steps", steps)
         elif steps is not None:  # a recipe's saliency_steps with another method: say so rather than drop it
-            log.warning("saliency: steps=%s applies to the learned mask only; method %r ignores it", steps, method)
+            log.warning(
+                "saliency: steps=%s applies to the learned mask only; method %r ignores it", steps, method
+            )
         self.variant_kw = {"tau": tau, "scale": scale, "margin": margin}
         # One step's rollouts in as few forwards as `token_budget` (traces x longest length) allows; at most
         # `batch_size` traces per forward (None: no cap). Multi-process runs use fixed groups of
@@ -262,6 +264,7 @@ class SaliencyReward:
         )
         self.task = get_task(task, **task_options)
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
+        self.built = None  # the configured saliency method, made on first use
         self.__name__ = "saliency"
 
     def bind(self, trainer) -> SaliencyReward:
@@ -336,21 +339,23 @@ class SaliencyReward:
     def _score(self, model, todo: list, world: int = 1) -> list:
         """Saliency for every trace; a batch that fails is retried trace by trace, and a trace that still
         fails (a tokenisation corner case) gets None, so one bad rollout never costs the step its rewards."""
-        from .saliency import compute_saliency
+        from .saliency import compute_saliency, make_method
 
         batching = (
             {"batch_size": self.batch_size, "token_budget": self.token_budget}
             if world == 1
             else {"batch_size": self.batch_size or 8}
         )
+        if self.built is None:  # one method for the whole run: what it caches (CUDA step graphs) carries over
+            self.built = make_method(self.method, **self.options)
         try:
-            return compute_saliency(model, self.tokenizer, todo, self.method, **batching, **self.options)
+            return compute_saliency(model, self.tokenizer, todo, self.built, **batching)
         except UserError as e:
             log.warning("saliency batch failed (%s): scoring its %d traces one by one", e, len(todo))
         out = []
         for t in todo:
             try:
-                out += compute_saliency(model, self.tokenizer, [t], self.method, batch_size=1, **self.options)
+                out += compute_saliency(model, self.tokenizer, [t], self.built, batch_size=1)
             except UserError as e:
                 log.warning("saliency: trace skipped with reward 0 (%s)", e)
                 out.append(None)

@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -258,17 +260,17 @@ class Learned(SaliencyMethod):
             raise UserError(f"learned: verify must lie in [0, 1], got {self.verify}")
         if self.steps < 0 or self.lr <= 0:
             raise UserError(f"learned: steps must be >= 0 and lr > 0, got steps={self.steps}, lr={self.lr}")
+        self._graphs: dict[tuple, _StepGraph] = {}  # captured steps by shape (CUDA); not an option
 
     def scores(self, model, batch, prefix, base_lp, removed_lp=None):
         sigmoid_gate = self.parametrization in ("gate", "linear")
         restore = self.objective == "restore"
         init = self.init if self.init is not None else (0.9 if sigmoid_gate else (-0.4 if restore else 0.0))
         start = math.log(init / (1 - init)) if sigmoid_gate else init
-        valid = batch.cot_valid.float()
-        n_valid = valid.sum(-1).clamp(min=1)
         param = torch.full(
             batch.cot_valid.shape, float(start), device=batch.input_ids.device, requires_grad=True
         )
+        floor = gap = None
         if self.normalize == "gap":
             if removed_lp is None:
                 raise UserError(
@@ -276,6 +278,23 @@ class Learned(SaliencyMethod):
                 )
             floor = removed_lp.detach().float()
             gap = (base_lp.detach().float() - floor).clamp(min=self.min_gap)
+        graph = self.cuda_graph and param.is_cuda and self.steps > 1 and not _sharded(model)
+        entry = None
+        if graph:
+            # A step graph reads fixed storage: the batch, prefix and parameter live in buffers kept with the
+            # graph, and a later batch of the same shapes copies itself in and replays it (no warm-up, no capture).
+            key = _graph_key(model, batch, prefix, floor is not None)
+            entry = self._graphs.get(key)
+            if entry is not None and entry.model() is model:
+                entry.inputs.load(batch, prefix, param, floor, gap)
+            else:
+                entry = _StepGraph(weakref.ref(model), _StepInputs.copy_of(batch, prefix, param, floor, gap))
+                self._graphs.pop(key, None)
+                while len(self._graphs) >= GRAPHS_KEPT:  # each holds its buffers and its graph's memory
+                    self._graphs.pop(next(iter(self._graphs)))
+                self._graphs[key] = entry
+            batch, prefix, param, floor, gap = entry.inputs.unpack()
+        valid = batch.cot_valid.float()
         opt = (
             torch.optim.Adam([param], lr=self.lr)
             if self.optimizer == "adam"
@@ -284,6 +303,10 @@ class Learned(SaliencyMethod):
         sign = 1.0 if restore else -1.0
 
         def objective_grad(clamp: bool) -> torch.Tensor:
+            # every tensor read here belongs to `batch`, `prefix`, `param`, `floor` or `gap`: a captured step
+            # replays on exactly those buffers, so nothing made outside may be closed over
+            valid = batch.cot_valid.float()
+            n_valid = valid.sum(-1).clamp(min=1)
             with torch.enable_grad():
                 if self.parametrization == "gate":
                     g, values = torch.sigmoid(param), F.logsigmoid(param)
@@ -304,14 +327,14 @@ class Learned(SaliencyMethod):
             return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
         clamp = self.normalize == "gap" and restore
-        replay = None
+        capture_at = int(bool(self.warm_start))  # a warm start's first step differs from the rest
         for step in range(self.steps):
-            if replay is not None:
-                grad = replay()
-            elif step == int(bool(self.warm_start)) and self.cuda_graph and param.is_cuda and self.steps > 1:
-                # Every step (after a warm start's first) is the same computation on the same param storage:
-                # capture it once and replay it (one launch per step instead of thousands).
-                replay, grad = cuda_graph_step(lambda: objective_grad(clamp))
+            if entry is not None and entry.replay is not None and step >= capture_at:
+                grad = entry.replay()
+            elif entry is not None and step == capture_at:
+                # Every step from here on is the same computation on the same storage: capture it once and
+                # replay it (one launch per step instead of thousands).
+                entry.replay, grad = cuda_graph_step(lambda: objective_grad(clamp))
             else:
                 grad = objective_grad(clamp and not (step == 0 and self.warm_start))
             if step == 0 and self.warm_start:
@@ -323,6 +346,64 @@ class Learned(SaliencyMethod):
         with torch.no_grad():
             s = torch.sigmoid(param) if sigmoid_gate else param - start
             return s if restore else (1 - s if sigmoid_gate else -s)
+
+
+GRAPHS_KEPT = 4  # captured step graphs a Learned keeps (the least recently made goes first)
+
+
+def _sharded(model) -> bool:
+    """DeepSpeed ZeRO-3 gathers the weights into new buffers in every forward: a replayed graph would not see them."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def _graph_key(model, batch: MaskedBatch, prefix: Prefix, gap: bool) -> tuple:
+    tensors = [batch.input_ids, batch.cot_valid, batch.tgt_pos, batch.logit_cols]
+    kv = tuple(tuple(k.shape) + tuple(v.shape) for k, v in prefix) if prefix else None
+    return (id(model), batch.P, batch.scope, *(tuple(t.shape) for t in tensors), kv, gap, str(model.dtype))
+
+
+@dataclass
+class _StepInputs:
+    """Buffers a captured mask step reads: a new batch of the same shapes is copied into them."""
+
+    batch: MaskedBatch
+    prefix: Prefix
+    param: torch.Tensor
+    floor: torch.Tensor | None
+    gap: torch.Tensor | None
+
+    @classmethod
+    def copy_of(cls, batch, prefix, param, floor, gap) -> _StepInputs:
+        def own(t):
+            return None if t is None else t.detach().clone()
+
+        fields_ = {f.name: getattr(batch, f.name) for f in fields(batch)}
+        batch = MaskedBatch(**{k: own(v) if isinstance(v, torch.Tensor) else v for k, v in fields_.items()})
+        prefix = None if prefix is None else [(own(k), own(v)) for k, v in prefix]
+        return cls(batch, prefix, param.detach().clone().requires_grad_(True), own(floor), own(gap))
+
+    @torch.no_grad()
+    def load(self, batch, prefix, param, floor, gap) -> None:
+        for f in fields(batch):
+            if isinstance(getattr(batch, f.name), torch.Tensor):
+                getattr(self.batch, f.name).copy_(getattr(batch, f.name))
+        for (k0, v0), (k, v) in zip(self.prefix or [], prefix or [], strict=True):
+            k0.copy_(k)
+            v0.copy_(v)
+        self.param.copy_(param)
+        for mine, new in ((self.floor, floor), (self.gap, gap)):
+            if mine is not None:
+                mine.copy_(new)
+
+    def unpack(self):
+        return self.batch, self.prefix, self.param, self.floor, self.gap
+
+
+@dataclass
+class _StepGraph:
+    model: Callable[[], Any]  # weakref: a new model with the same id must never replay the old one's graph
+    inputs: _StepInputs
+    replay: Callable[[], torch.Tensor] | None = None
 
 
 def _variant_scores(method, model, batch, prefix, base_lp, suppress_fn, mode: str, factor: float, chunk: int):
@@ -587,17 +668,26 @@ def compute_saliency(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     traces: list[Trace],
-    method: str = "learned",
+    method: str | SaliencyMethod = "learned",
     batch_size: int | None = 8,
     token_budget: int | None = None,
     **config,
 ) -> list[Saliency]:
     """One `Saliency` per trace, in the order given. `config` holds the method's options (its dataclass fields).
 
+    `method` is a registered name (configured by `config`) or a built method (`make_method`): a caller that
+    scores many batches keeps one, so what the method caches (the learned mask's CUDA step graphs) is reused.
     `batch_size` traces per forward, or with `token_budget` as many as `traces x longest length <= budget`
     allows (see `plan_batches`): the whole GRPO step in one batch when memory allows.
     """
-    m = make_method(method, **config)
+    if isinstance(method, SaliencyMethod):
+        if config:
+            raise UserError(
+                f"compute_saliency: options {sorted(config)} go to make_method, not with a built method"
+            )
+        m, method = method, method.method_name
+    else:
+        m = make_method(method, **config)
     check_backend(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
