@@ -102,7 +102,7 @@ def score_traces(
     for m in methods:
         get_method(m)  # unknown names fail before any work
     out: list[dict[str, Any]] = [{"scores": {}, "seconds": {}} for _ in traces]
-    learned: list[Any] = []
+    reward_sals: list[Any] = []
     # The rewards as GRPO computes them: from the reward's own mask (preset "reward"), not the attribution default;
     # the attribution pass is reused when it already was that mask.
     reward_pass = "learned" in methods and not (preset == "reward" and scope == "answer")
@@ -126,15 +126,15 @@ def score_traces(
                 row["scores"][m] = sal.scores
                 row["seconds"][m] = sal.seconds
                 row["gap"] = cot_gap(sal)
-            if m == "learned":
-                learned = sals
+            if m == "learned" and not reward_pass:
+                reward_sals = sals
         if reward_pass:
             opts = method_options("learned", "answer", steps, seed, "reward")
-            learned = compute_saliency(model, tokenizer, traces, "learned", batch_size=batch_size, **opts)
+            reward_sals = compute_saliency(model, tokenizer, traces, "learned", batch_size=batch_size, **opts)
             advance(len(traces))
-    if learned:
+    if reward_sals:
         kw = {"tau": tau, "margin": margin}
-        for row, sal in zip(out, learned):
+        for row, sal in zip(out, reward_sals):
             row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
     return out
 

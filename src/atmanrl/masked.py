@@ -210,40 +210,43 @@ def prefix_cache(model: PreTrainedModel, batch: MaskedBatch, share_prompts: bool
     """
     if batch.P == 0:
         return None
-    P = batch.P
-    mask = batch.attention_mask[:, :P].cpu()
-    first = mask.argmax(-1).tolist()  # left padding: the first real column of each row
-    ends = (
-        batch.cot_pos[:, 0].clamp(max=P).cpu().tolist()
-    )  # the prompt's end column (P when the split is there)
-    ids = batch.input_ids[:, :P].cpu()
-    prompts = [tuple(ids[b, first[b] : ends[b]].tolist()) for b in range(len(first))]
-    unique = list(dict.fromkeys(prompts))
-    if not share_prompts or len(unique) == len(prompts):
-        out = model(
-            input_ids=batch.input_ids[:, :P],
-            attention_mask=batch.attention_mask[:, :P],
-            position_ids=batch.position_ids[:, :P],
-            use_cache=True,
-        )
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-    return _shared_prompt_cache(model, batch, first, ends, prompts, unique)
+    if share_prompts and batch.input_ids.shape[0] > 1:
+        shared = _shared_prompt_cache(model, batch)
+        if shared is not None:
+            return shared
+    out = model(
+        input_ids=batch.input_ids[:, : batch.P],
+        attention_mask=batch.attention_mask[:, : batch.P],
+        position_ids=batch.position_ids[:, : batch.P],
+        use_cache=True,
+    )
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
-def _shared_prompt_cache(model, batch: MaskedBatch, first, ends, prompts, unique) -> Prefix:
+def _padded(rows: list[list[int]], left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of token rows padded to the longest, on the left or on the right."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        if r:
+            ids[i, cols], mask[i, cols] = torch.tensor(r), 1
+    return ids.to(device), mask.to(device)
+
+
+def _shared_prompt_cache(model, batch: MaskedBatch) -> Prefix:
+    """`prefix_cache` computing each distinct prompt once; None when no two rows share one."""
     device, P = batch.input_ids.device, batch.P
-    lp = max(len(u) for u in unique)
-
-    def left_padded(rows: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
-        return ids.to(device), mask.to(device)
-
+    first = batch.attention_mask[:, :P].argmax(-1).tolist()  # left padding: the first real column of each row
+    ends = batch.cot_pos[:, 0].clamp(max=P).tolist()  # the prompt's end column (P when the split is there)
+    ids = batch.input_ids[:, :P].tolist()
+    prompts = [tuple(row[f:e]) for row, f, e in zip(ids, first, ends, strict=True)]
+    unique = list(dict.fromkeys(prompts))
+    if len(unique) == len(prompts):
+        return None
     # 1. each distinct prompt once, left-padded to the longest
-    u_ids, u_mask = left_padded([list(u) for u in unique], lp)
+    u_ids, u_mask = _padded([list(u) for u in unique], left=True, device=device)
     out = model(
         input_ids=u_ids,
         attention_mask=u_mask,
@@ -252,31 +255,24 @@ def _shared_prompt_cache(model, batch: MaskedBatch, first, ends, prompts, unique
     )
     group = torch.tensor([unique.index(p) for p in prompts], device=device)
     layers = [(layer.keys[group], layer.values[group]) for layer in out.past_key_values.layers]
-    mask = u_mask[group]
     # 2. every row's CoT part (right-padded) on top of its prompt's cache
-    cot = [batch.input_ids[b, e:P].tolist() for b, e in enumerate(ends)]
-    lc = max(len(c) for c in cot)
-    if lc:
-        c_ids = torch.zeros(len(cot), lc, dtype=torch.long)
-        c_mask = torch.zeros(len(cot), lc, dtype=torch.long)
-        for i, c in enumerate(cot):
-            if c:
-                c_ids[i, : len(c)], c_mask[i, : len(c)] = torch.tensor(c), 1
-        c_ids, c_mask = c_ids.to(device), c_mask.to(device)
+    cot = [row[e:P] for row, e in zip(ids, ends, strict=True)]
+    if any(cot):
+        c_ids, c_mask = _padded(cot, left=False, device=device)
         start = torch.tensor([len(p) for p in prompts], device=device)
         out = model(
             input_ids=c_ids,
-            attention_mask=torch.cat([mask, c_mask], dim=1),
-            position_ids=start[:, None] + torch.arange(lc, device=device),
+            attention_mask=torch.cat([u_mask[group], c_mask], dim=1),
+            position_ids=start[:, None] + torch.arange(c_ids.shape[1], device=device),
             past_key_values=DynamicCache(ddp_cache_data=layers, config=model.config),
             use_cache=True,
         )
         layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-    # 3. into the batch's columns: row b's column c holds its token c - first[b] (prompt, then CoT)
+    # 3. into the batch's columns: row b's column c holds its token c - first[b] (prompt, then CoT); the left
+    # pads read any finite entry (they are masked)
+    lp = u_ids.shape[1]
     shift = torch.tensor([lp - len(p) - f for p, f in zip(prompts, first, strict=True)], device=device)
-    src = (torch.arange(P, device=device)[None, :] + shift[:, None]).clamp(
-        min=0
-    )  # left pads: any finite entry
+    src = (torch.arange(P, device=device)[None, :] + shift[:, None]).clamp(min=0)
 
     def place(t: torch.Tensor) -> torch.Tensor:
         return torch.gather(t, 2, src[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))

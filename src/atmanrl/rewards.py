@@ -228,7 +228,7 @@ class SaliencyReward:
         task: str = "gsm8k",
         **task_options: Any,
     ):
-        from .saliency import get_method
+        from .saliency import get_method, make_method
 
         if variant not in SALIENCY_VARIANTS:
             raise UserError(
@@ -264,15 +264,12 @@ class SaliencyReward:
         )
         self.task = get_task(task, **task_options)
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
-        self.built = None  # the configured saliency method, made on first use
+        # Built once, so a bad option fails here, and what the method caches (CUDA step graphs) lasts the run.
+        self.built = make_method(method, **self.options)
         self.__name__ = "saliency"
 
     def bind(self, trainer) -> SaliencyReward:
-        from .saliency import make_method
-
-        if trainer.accelerator.num_processes > 1 and getattr(
-            make_method(self.method, **self.options), "chain", False
-        ):
+        if trainer.accelerator.num_processes > 1 and getattr(self.built, "chain", False):
             raise UserError(
                 "saliency: the chained mask runs a data-dependent number of passes, which deadlocks multi-process "
                 "training; use the reward preset (the default) or drop chain from saliency_options"
@@ -339,15 +336,13 @@ class SaliencyReward:
     def _score(self, model, todo: list, world: int = 1) -> list:
         """Saliency for every trace; a batch that fails is retried trace by trace, and a trace that still
         fails (a tokenisation corner case) gets None, so one bad rollout never costs the step its rewards."""
-        from .saliency import compute_saliency, make_method
+        from .saliency import compute_saliency
 
         batching = (
             {"batch_size": self.batch_size, "token_budget": self.token_budget}
             if world == 1
             else {"batch_size": self.batch_size or 8}
         )
-        if self.built is None:  # one method for the whole run: what it caches (CUDA step graphs) carries over
-            self.built = make_method(self.method, **self.options)
         try:
             return compute_saliency(model, self.tokenizer, todo, self.built, **batching)
         except UserError as e:

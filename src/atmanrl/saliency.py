@@ -90,15 +90,12 @@ class Saliency:
     def show(self, path: str | Path | None = None) -> str:
         """HTML heatmap of the CoT (`heatmap.render_cot`: red = needed, blue = negative); a self-contained page
         is written to `path` if given. Returns the fragment."""
-
         doc = (
             "<div style='font-family:monospace;white-space:pre-wrap;line-height:1.6'>"
             f"<div><b>{html.escape(self.method)}</b> log p(answer) = "
             f"{self.answer_logprob:.3f}</div>{render_cot(self.reasoning, self.tokens, self.scores)}</div>"
         )
         if path is not None:
-            from .io import atomic_write_text
-
             atomic_write_text(
                 path, f"<!doctype html><meta charset='utf-8'><style>{CSS}</style><body>{doc}</body>"
             )
@@ -564,10 +561,17 @@ def _verify(
     m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id: int, device
 ) -> torch.Tensor:
     """The first pass checked by leave-one-out: g * min(1, drop share / m.verify) (see `Learned.verify`)."""
-    drop, base, empty = score_encoded(LeaveOneOut(scope=m.scope), model, encs, pad_id, device)
-    gap = (base - empty).float().cpu().clamp(min=m.min_gap)
-    share = (drop / gap[:, None]).clamp(0, 1)
+    share = _removal_share(model, encs, pad_id, device, m.scope, m.min_gap)
     return scores * (share / m.verify).clamp(max=1)
+
+
+def _removal_share(
+    model, encs: list[Encoded], pad_id: int, device, scope: str, min_gap: float
+) -> torch.Tensor:
+    """(B, N) in [0, 1]: how much of each trace's gap removing one CoT token costs (leave-one-out drop / gap)."""
+    drop, base, empty = score_encoded(LeaveOneOut(scope=scope), model, encs, pad_id, device)
+    gap = (base - empty).float().cpu().clamp(min=min_gap)
+    return (drop / gap[:, None]).clamp(0, 1)
 
 
 def _chain(m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id: int, device) -> torch.Tensor:
@@ -604,9 +608,7 @@ def _chain(m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id:
         # scale-free per hop: the strongest pull is 1, pushes away are 0
         hop = (grad / grad.amax(-1, keepdim=True).clamp(min=1e-12)).clamp(min=0)
     elif m.chain_by == "leave_one_out":
-        drop, base, empty = score_encoded(LeaveOneOut(), model, rows, pad_id, device)
-        gap = (base - empty).float().cpu().clamp(min=m.min_gap)
-        hop = (drop / gap[:, None]).clamp(0, 1)
+        hop = _removal_share(model, rows, pad_id, device, "answer", m.min_gap)
     else:
         hop, _, _ = score_encoded(m, model, rows, pad_id, device)
     out = scores.clone()
