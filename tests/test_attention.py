@@ -209,3 +209,76 @@ def test_the_manipulated_mask_is_built_once_per_forward(mode, padded, monkeypatc
         second = forward(model, ids, mask)
         assert len(calls) == 2
     torch.testing.assert_close(first, second)
+
+
+@pytest.mark.parametrize("arch,impl", BOTH)
+def test_constant_past_gives_the_same_rows_and_bias_gradient(arch, impl, padded, monkeypatch):
+    """`past_constant=True` (a cache built without grad) skips the cached keys' gradient: the tail's logits and
+    the bias gradient equal those of one full forward without a cache, and the fast path runs where it may."""
+    import atmanrl.attention as att
+
+    model = frozen(make_tiny_model(arch, VOCAB, impl))
+    ids, mask = padded
+    real = mask[:, 7:].bool()
+    weights = torch.randn(real.shape[0], real.shape[1], VOCAB)
+
+    def tail_loss(logits):
+        return (logits.log_softmax(-1) * weights)[real].sum()
+
+    bias = (-torch.rand(3, 12) * 4).requires_grad_(True)
+    with manipulate(model, bias, query_start=7):
+        full = forward(model, ids, mask)[:, 7:]
+    (full_grad,) = torch.autograd.grad(tail_loss(full), bias)
+    with torch.no_grad():
+        pre = model(input_ids=ids[:, :7], attention_mask=mask[:, :7], position_ids=positions(mask)[:, :7])
+    kv = [(layer.keys, layer.values) for layer in pre.past_key_values.layers]
+    calls = []
+    fast = att.past_constant_attention
+    monkeypatch.setattr(att, "past_constant_attention", lambda *a: calls.append(1) or fast(*a))
+    with manipulate(model, bias, query_start=7, past_constant=True):
+        tail = model(
+            input_ids=ids[:, 7:],
+            attention_mask=mask,
+            position_ids=positions(mask)[:, 7:],
+            past_key_values=DynamicCache(ddp_cache_data=kv, config=model.config),
+        ).logits
+    (tail_grad,) = torch.autograd.grad(tail_loss(tail), bias)
+    torch.testing.assert_close(tail[real], full[real], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tail_grad, full_grad, atol=1e-5, rtol=1e-4)
+    assert full_grad[:, :7].abs().sum() > 0  # the bias on cached columns matters, and its gradient arrives
+    assert len(calls) == model.config.num_hidden_layers
+
+
+def test_constant_past_keeps_a_model_s_own_attention_when_it_is_not_plain(padded, monkeypatch):
+    """An eager function with its own extras (gemma2's softcap, gpt-oss' sinks) is never replaced."""
+    import sys
+
+    import atmanrl.attention as att
+
+    model = frozen(make_tiny_model("llama", VOCAB, "eager"))
+    module = sys.modules[type(model.model.layers[0].self_attn).__module__]
+    own = module.eager_attention_forward
+    seen = []
+
+    def with_softcap(
+        module_, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kw
+    ):
+        seen.append(1)
+        return own(module_, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kw)
+
+    monkeypatch.setattr(module, "eager_attention_forward", with_softcap)
+    monkeypatch.setattr(att, "past_constant_attention", lambda *a: pytest.fail("the fast path ran"))
+    ids, mask = padded
+    with torch.no_grad():
+        pre = model(input_ids=ids[:, :7], attention_mask=mask[:, :7], position_ids=positions(mask)[:, :7])
+    kv = [(layer.keys, layer.values) for layer in pre.past_key_values.layers]
+    bias = torch.zeros(3, 12, requires_grad=True)
+    seen.clear()
+    with manipulate(model, bias, query_start=7, past_constant=True):
+        model(
+            input_ids=ids[:, 7:],
+            attention_mask=mask,
+            position_ids=positions(mask)[:, 7:],
+            past_key_values=DynamicCache(ddp_cache_data=kv, config=model.config),
+        )
+    assert len(seen) == model.config.num_hidden_layers

@@ -318,3 +318,41 @@ def test_shared_prompts_give_the_same_cache_and_scores(tokenizer, arch, scope, m
     b = compute_saliency(model, tokenizer, traces, "learned", steps=3, scope=scope)
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(torch.tensor(x.scores), torch.tensor(y.scores), atol=1e-4, rtol=1e-4)
+
+
+def test_answer_tokens_after_the_target_are_left_out_exactly(tokenizer):
+    """Columns after the last target predict nothing scored: a longer answer tail changes no log-prob."""
+    model = make_tiny_model("llama", len(tokenizer))
+    short = Trace(PROMPT, TRACES[0].reasoning, "\n#### 3", (6, 7))
+    long = Trace(PROMPT, TRACES[0].reasoning, "\n#### 3 apples are left over.", (6, 7))
+    batches = [
+        MaskedBatch.build([encode(tokenizer, t)], "answer", tokenizer.pad_token_id, "cpu")
+        for t in (short, long)
+    ]
+    assert batches[0].input_ids.shape == batches[1].input_ids.shape
+    with torch.no_grad():
+        lps = [masked_logprob(model, b, prefix_cache(model, b)) for b in batches]
+    torch.testing.assert_close(lps[0], lps[1])
+    a, b = (compute_saliency(model, tokenizer, [t], "learned", steps=3)[0] for t in (short, long))
+    assert a.scores == pytest.approx(b.scores, abs=1e-5)
+
+
+def test_prefix_dtype_bfloat16_stays_close_and_auto_is_exact_where_it_would_not_pay(tokenizer):
+    from atmanrl.masked import prefix_compute_dtype
+    from atmanrl.saliency import make_method
+
+    model = make_tiny_model("llama", len(tokenizer))
+    assert prefix_compute_dtype(model, "model") is None
+    assert prefix_compute_dtype(model, "bfloat16") is torch.bfloat16
+    assert prefix_compute_dtype(model.to(torch.bfloat16), "auto") is None  # already bfloat16
+    model.float()
+    assert make_method("learned", preset="reward").prefix_dtype == "auto"
+    assert make_method("learned").prefix_dtype == "model"  # attribution stays exact
+    with pytest.raises(UserError, match="prefix_dtype"):
+        make_method("learned", prefix_dtype="fp8")
+    exact = compute_saliency(model, tokenizer, TRACES, "learned", steps=4, prefix_dtype="model")
+    low = compute_saliency(model, tokenizer, TRACES, "learned", steps=4, prefix_dtype="bfloat16")
+    for x, y in zip(exact, low, strict=True):
+        assert x.answer_logprob == pytest.approx(y.answer_logprob, abs=0.05)
+        assert x.scores == pytest.approx(y.scores, abs=0.05)
+        assert x.scores != y.scores  # it did run in bfloat16

@@ -27,6 +27,8 @@ the model's eager attention instead of SDPA; forward-only uses keep SDPA.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import sys
 from collections.abc import Callable, Iterator
@@ -88,6 +90,45 @@ def _model_eager(module: torch.nn.Module) -> Callable:
     return getattr(sys.modules[type(module).__module__], "eager_attention_forward", eager_attention)
 
 
+# The parameters of an eager attention function that computes plain softmax(q k^T * scaling + mask) v: a model
+# whose own function takes anything else (gpt2's head_mask, gemma2's softcap, gpt-oss' sinks) keeps its own.
+_PLAIN_EAGER = {"module", "query", "key", "value", "attention_mask", "scaling", "dropout", "kwargs"}
+
+
+@functools.cache
+def _is_plain(fn: Callable) -> bool:
+    return set(inspect.signature(fn).parameters) <= _PLAIN_EAGER
+
+
+def past_constant_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    scaling: float,
+    past: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention for a forward whose first `past` key/value columns are a constant cache.
+
+    The same arithmetic as the model's eager function, arranged for the mask's gradient: autograd never builds
+    the gradient of the cached keys and values (two batched matmuls over the whole cache per layer, the largest
+    part of a mask step's backward), and grouped-query heads are stacked as query rows instead of copying every
+    key and value n_rep times. (B, Q, H, d) output and (B, H, Q, K) weights, like every HF attention function.
+    """
+    b, h, q, d = query.shape
+    hkv = key.shape[1]
+    rows = query.reshape(b, hkv, h // hkv * q, d)  # the query heads that share a key head, stacked as rows
+    k_past, k_new = key[:, :, :past].detach(), key[:, :, past:]
+    v_past, v_new = value[:, :, :past].detach(), value[:, :, past:]
+    scores = torch.cat([rows @ k_past.transpose(2, 3), rows @ k_new.transpose(2, 3)], dim=-1) * scaling
+    scores = scores.view(b, hkv, h // hkv, q, -1) + mask[:, :, None]
+    weights = (
+        torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype).view(b, hkv, h // hkv * q, -1)
+    )
+    out = weights[..., :past] @ v_past + weights[..., past:] @ v_new
+    return out.view(b, h, q, d).transpose(1, 2).contiguous(), weights.view(b, h, q, -1)
+
+
 def _float_mask(mask: torch.Tensor | None, query: torch.Tensor, k_len: int) -> torch.Tensor:
     """Any mask the model hands us as an additive float (B|1, 1, Q, K) tensor (our mask function makes this a no-op)."""
     q_len, dtype, device = query.shape[2], query.dtype, query.device
@@ -110,7 +151,12 @@ def _row_scope(query_start: torch.Tensor | None, batch: int, q_len: int, k_len: 
 
 
 def _make_attention(
-    base: str, bias: torch.Tensor, query_start: torch.Tensor | None, mode: Mode, factor: float
+    base: str,
+    bias: torch.Tensor,
+    query_start: torch.Tensor | None,
+    mode: Mode,
+    factor: float,
+    past_constant: bool,
 ) -> Callable:
     """The attention function registered for one context: a closure, so the bias lives only in the context."""
 
@@ -156,6 +202,16 @@ def _make_attention(
         if mode == "multiplicative":
             return eager_attention(module, query, key, value, mask, scaling, dropout, score_multiplier=mult)
         use_eager = base == "eager" or (query.is_cuda and bias.requires_grad)  # see the CUDA caveat above
+        if (
+            past_constant
+            and bias.requires_grad
+            and torch.is_grad_enabled()
+            and k_len > query.shape[2]
+            and scaling is not None
+            and (dropout == 0 or not module.training)
+            and _is_plain(_model_eager(module))
+        ):
+            return past_constant_attention(query, key, value, mask, scaling, k_len - query.shape[2])
         fn = _model_eager(module) if use_eager else AttentionInterface._global_mapping["sdpa"]
         return fn(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
 
@@ -191,6 +247,7 @@ def manipulate(
     mode: Mode = "additive",
     factor: float = 0.1,
     implementation: str | None = None,
+    past_constant: bool = False,
 ) -> Iterator[PreTrainedModel]:
     """Manipulate every attention layer of `model` inside the block.
 
@@ -204,6 +261,9 @@ def manipulate(
         factor: AtMan's suppression factor (multiplicative mode only).
         implementation: force the wrapped base ("eager" gives attention weights with `output_attentions=True`);
             default: the model's own.
+        past_constant: the forward's `past_key_values` do not depend on `bias` (a cache built without grad).
+            A gradient into the bias then skips the cached keys and values (`past_constant_attention`): the same
+            scores and gradient, much less work per layer.
     """
     original = check_backend(model)
     base = implementation or original
@@ -215,7 +275,9 @@ def manipulate(
     name = f"{_PREFIX}{next(_ids)}"
     AttentionInterface.register(
         name,
-        _make_attention(base, bias, _as_query_start(query_start, bias.shape[0], bias.device), mode, factor),
+        _make_attention(
+            base, bias, _as_query_start(query_start, bias.shape[0], bias.device), mode, factor, past_constant
+        ),
     )
     AttentionMaskInterface.register(name, eager_mask)
     try:

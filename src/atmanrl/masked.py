@@ -26,6 +26,12 @@ from typing import Any, NamedTuple
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import (
+    DYNAMIC_LAYER_TYPE_MAPPING,
+    Cache,
+    DynamicLayer,
+    get_layer_types_and_kwargs,
+)
 
 from .attention import manipulate
 from .errors import UserError
@@ -129,7 +135,10 @@ class MaskedBatch:
         # target token is in scope (a target that is the answer's first token is predicted by the CoT's last row).
         splits = [min(e.answer_start, e.targets[0] - 1) if scope == "answer" else e.cot_start for e in encs]
         P = max(splits)
-        T = P + max(len(e.ids) - s for e, s in zip(encs, splits, strict=True))
+        # Columns after a row's last target's predecessor predict nothing that is scored, and causality keeps
+        # them from reaching any column that is: they are left out (every mask step runs fewer rows).
+        used = [e.ids[: e.targets[-1]] for e in encs]
+        T = P + max(len(u) - s for u, s in zip(used, splits, strict=True))
         B, N, M = len(encs), max(len(e.tokens) for e in encs), max(len(e.targets) for e in encs)
         ids = torch.full((B, T), pad_id, dtype=torch.long)
         mask = torch.zeros(B, T, dtype=torch.long)
@@ -139,10 +148,10 @@ class MaskedBatch:
             torch.full((B, M), pad_id, dtype=torch.long),
         )
         tgt_valid = torch.zeros(B, M, dtype=torch.bool)
-        for b, (e, s) in enumerate(zip(encs, splits, strict=True)):
+        for b, (e, u, s) in enumerate(zip(encs, used, splits, strict=True)):
             off = P - s
-            ids[b, off : off + len(e.ids)] = torch.tensor(e.ids)
-            mask[b, off : off + len(e.ids)] = 1
+            ids[b, off : off + len(u)] = torch.tensor(u)
+            mask[b, off : off + len(u)] = 1
             n = len(e.tokens)
             cot_pos[b, :n] = torch.arange(e.cot_start, e.cot_start + n) + off
             cot_valid[b, :n] = True
@@ -200,9 +209,34 @@ class MaskedBatch:
 Prefix = list[tuple[torch.Tensor, torch.Tensor]] | None
 
 
+PREFIX_DTYPES = ("model", "bfloat16", "auto")
+
+
+def prefix_compute_dtype(model: PreTrainedModel, prefix_dtype: str) -> torch.dtype | None:
+    """The autocast dtype of the prefix pass for a method's `prefix_dtype` (None: the model's own)."""
+    if prefix_dtype == "bfloat16":
+        return torch.bfloat16
+    if prefix_dtype == "auto" and model.dtype == torch.float32 and model.device.type == "cpu":
+        return torch.bfloat16 if _native_cpu_bf16() else None
+    return None
+
+
+def _native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); emulated it is slower than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probes: stay exact
+        return False
+
+
 @torch.no_grad()
-def prefix_cache(model: PreTrainedModel, batch: MaskedBatch, share_prompts: bool = True) -> Prefix:
+def prefix_cache(
+    model: PreTrainedModel, batch: MaskedBatch, share_prompts: bool = True, dtype: torch.dtype | None = None
+) -> Prefix:
     """Keys/values of the columns before the split; they do not depend on the mask, so they are computed once.
+
+    With `dtype` the pass runs under autocast to it (the pass is compute-bound; see `prefix_compute_dtype`) and
+    the keys/values come back in the model's dtype.
 
     With `share_prompts`, rows whose prompts are the same token sequence (a GRPO group's rollouts) compute that
     prompt once: the prompt, then each row's CoT on top of its prompt's cache, then the result laid out in the
@@ -210,6 +244,10 @@ def prefix_cache(model: PreTrainedModel, batch: MaskedBatch, share_prompts: bool
     """
     if batch.P == 0:
         return None
+    if dtype is not None and dtype != model.dtype:
+        with torch.autocast(model.device.type, dtype=dtype):
+            prefix = prefix_cache(model, batch, share_prompts)
+        return [(k.to(model.dtype), v.to(model.dtype)) for k, v in prefix]
     if share_prompts and batch.input_ids.shape[0] > 1:
         shared = _shared_prompt_cache(model, batch)
         if shared is not None:
@@ -219,6 +257,7 @@ def prefix_cache(model: PreTrainedModel, batch: MaskedBatch, share_prompts: bool
         attention_mask=batch.attention_mask[:, : batch.P],
         position_ids=batch.position_ids[:, : batch.P],
         use_cache=True,
+        logits_to_keep=1,  # only the keys and values are wanted: not a vocabulary row per token
     )
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
@@ -252,6 +291,7 @@ def _shared_prompt_cache(model, batch: MaskedBatch) -> Prefix:
         attention_mask=u_mask,
         position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
+        logits_to_keep=1,  # only the keys and values are wanted: not a vocabulary row per token
     )
     group = torch.tensor([unique.index(p) for p in prompts], device=device)
     layers = [(layer.keys[group], layer.values[group]) for layer in out.past_key_values.layers]
@@ -266,6 +306,7 @@ def _shared_prompt_cache(model, batch: MaskedBatch) -> Prefix:
             position_ids=start[:, None] + torch.arange(c_ids.shape[1], device=device),
             past_key_values=DynamicCache(ddp_cache_data=layers, config=model.config),
             use_cache=True,
+            logits_to_keep=1,
         )
         layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     # 3. into the batch's columns: row b's column c holds its token c - first[b] (prompt, then CoT); the left
@@ -278,6 +319,60 @@ def _shared_prompt_cache(model, batch: MaskedBatch) -> Prefix:
         return torch.gather(t, 2, src[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
 
     return [(place(k), place(v)) for k, v in layers]
+
+
+def writable_prefix(prefix: Prefix, batch: MaskedBatch) -> Prefix:
+    """The prefix laid out in buffers as wide as the batch: a forward over it writes its own keys and values into
+    the columns after the split instead of copying the whole prefix per layer. For a loop of forwards over one
+    batch (the learned mask's steps); each forward overwrites the last one's columns, so a graph must be used
+    (backward) before the next forward runs."""
+    if prefix is None:
+        return None
+    width = batch.input_ids.shape[1]
+
+    def widen(t: torch.Tensor) -> torch.Tensor:
+        out = t.new_zeros(*t.shape[:2], width, t.shape[3])
+        out[:, :, : batch.P] = t
+        return out
+
+    return [(widen(k), widen(v)) for k, v in prefix]
+
+
+class _PrefixLayer(DynamicLayer):
+    """A cache layer that starts from a prefix without copying it (DynamicCache copies it once on construction
+    and once more per update). With `past` set, keys/values are `writable_prefix` buffers: an update writes the
+    new columns in place."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, past: int | None):
+        super().__init__()
+        self.keys, self.values, self.past = keys, values, past
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self.past is None:
+            return super().update(key_states, value_states)
+        end = self.past + key_states.shape[-2]
+        # a fresh alias per forward: this forward's writes start a new autograd history
+        keys, values = self.keys.detach(), self.values.detach()
+        keys[:, :, self.past : end] = key_states
+        values[:, :, self.past : end] = value_states
+        return keys[:, :, :end], values[:, :, :end]
+
+    def get_seq_length(self) -> int:
+        return self.keys.shape[-2] if self.past is None else self.past
+
+
+def _full_attention_only(model: PreTrainedModel) -> bool:
+    """Every layer keeps a plain growing cache (no sliding window, chunked or linear-attention state)."""
+    types, _ = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
+    return all(DYNAMIC_LAYER_TYPE_MAPPING.get(t) is DynamicLayer for t in types)
+
+
+def _cache(model: PreTrainedModel, prefix: list, P: int) -> Cache:
+    if _full_attention_only(model):
+        return Cache(layers=[_PrefixLayer(k, v, P if k.shape[2] > P else None) for k, v in prefix])
+    # other layer kinds keep transformers' own cache layers (a sliding window trims what it keeps)
+    return DynamicCache(ddp_cache_data=[(k[:, :, :P], v[:, :, :P]) for k, v in prefix], config=model.config)
 
 
 def repeat_prefix(prefix: Prefix, b: int, n: int) -> Prefix:
@@ -326,7 +421,7 @@ def masked_forward(
     P = batch.P if use_cache else 0
     kwargs: dict[str, Any] = dict(attention_mask=batch.attention_mask, position_ids=batch.position_ids[:, P:])
     if use_cache and prefix is not None:
-        kwargs["past_key_values"] = DynamicCache(ddp_cache_data=prefix, config=model.config)
+        kwargs["past_key_values"] = _cache(model, prefix, batch.P)
     if inputs_embeds is not None:
         kwargs["inputs_embeds"] = inputs_embeds[:, P:]
     else:
@@ -347,6 +442,8 @@ def masked_forward(
             mode=mode,
             factor=factor,
             implementation=implementation,
+            # the prefix is built without grad (prefix_cache), so no gradient can reach it
+            past_constant="past_key_values" in kwargs and not any(k.requires_grad for k, _ in prefix),
         ):
             out = model(**kwargs, output_attentions=output_attentions)
     logits = out.logits[

@@ -1,0 +1,319 @@
+"""Each command's options as one dataclass: the single source of its flags, defaults and help.
+
+A field becomes `--field-name` (aliases, choices, a group, a deprecated spelling and positional arguments come
+from its metadata; see `option`), and the parsed flags become the dataclass again (`from_namespace`), so a
+command works on typed options. Shared groups (model, data, saliency) are dataclasses that commands inherit.
+Library configs (`SamplingConfig`, `EvalConfig`, `ABConfig`) take the fields of the same names
+(`config_from_options`). This module imports neither torch nor transformers: `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# One default set of saliency methods for every command that scores CoTs: the AtManRL mask, its first-order
+# approximation, and the random floor.
+DEFAULT_METHODS = "learned,attention_gradient,random"
+# models.DEFAULT_MODEL and saliency.PRESETS["learned"] (tests keep them equal), spelled out so that `--help`
+# does not import torch
+DEFAULT_MODEL = "smollm2-135m-instruct"
+LEARNED_PRESETS = ("reward", "chained", "paper", "v0.1")
+
+
+class Deprecated(argparse.Action):
+    """An old spelling, accepted for one release with a warning that names the new one."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        self.new = new
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        logging.getLogger("atmanrl").warning("%s is deprecated: use %s", option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def option(
+    default: Any = None,
+    help: str = "",
+    *,
+    group: str | None = None,
+    aliases: tuple[str, ...] = (),
+    deprecated: tuple[str, ...] = (),
+    choices: tuple | None = None,
+    required: bool = False,
+    metavar: str | None = None,
+    nargs: str | None = None,
+) -> Any:
+    """A dataclass field that is also a command-line option. `nargs` makes it positional."""
+    meta = dict(
+        help=help,
+        group=group,
+        aliases=aliases,
+        deprecated=deprecated,
+        choices=choices,
+        required=required,
+        metavar=metavar,
+        nargs=nargs,
+    )
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _scalar(hint: Any) -> type:
+    """int from `int | None`, list from `list[str]`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return origin or hint
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One argparse option per field of `cls`, in field order, in the groups the fields name."""
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, Any] = {}
+    for f in fields(cls):
+        m = f.metadata
+        if m.get("group") and m["group"] not in groups:
+            groups[m["group"]] = parser.add_argument_group(m["group"])
+        where = groups[m["group"]] if m.get("group") else parser
+        kind = _scalar(hints[f.name])
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        kw: dict[str, Any] = {"help": m.get("help", "")}
+        for key in ("choices", "metavar"):
+            if m.get(key) is not None:
+                kw[key] = m[key]
+        if m.get("nargs") is not None:
+            where.add_argument(f.name, nargs=m["nargs"], default=default, **kw)
+            continue
+        flags = [f"--{f.name.replace('_', '-')}", *m.get("aliases", ())]
+        if kind is bool:
+            where.add_argument(*flags, dest=f.name, action="store_true", **kw)
+            continue
+        where.add_argument(*flags, dest=f.name, type=kind, default=default, required=m["required"], **kw)
+        for old in m.get("deprecated", ()):
+            where.add_argument(
+                old, dest=f.name, type=kind, action=Deprecated, new=flags[0], help=argparse.SUPPRESS
+            )
+
+
+def from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
+    return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})  # type: ignore[call-arg]
+
+
+def config_from_options(cls: type[T], options: Any, **overrides: Any) -> T:
+    """A library config dataclass from the options of the same names (`overrides` for the ones that need
+    parsing), so a command's flags and its library config cannot drift apart field by field."""
+    given = {f.name: getattr(options, f.name) for f in fields(cls) if hasattr(options, f.name)}
+    return cls(**(given | overrides))  # type: ignore[call-arg]
+
+
+def csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+# --- shared groups ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelOptions:
+    model: str = option(
+        DEFAULT_MODEL,
+        "embedded alias, Hugging Face id or local folder (default: %(default)s)",
+        group="model",
+        aliases=("--model-name-or-path", "--model_name_or_path"),
+    )
+    dtype: str = option(
+        "auto",
+        "auto: bfloat16 on a GPU that supports it, else float32 (default: %(default)s)",
+        group="model",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    device: str = option(
+        "auto", "auto (cuda, then mps, then cpu), or a torch device (default: %(default)s)", group="model"
+    )
+    trust_remote_code: bool = option(
+        False,
+        "allow model code from the Hub to run (off by default; only for models you trust)",
+        group="model",
+    )
+
+
+@dataclass
+class TaskOptions:
+    task: str = option(
+        "arith",
+        "task name: arith (synthetic, no download), gsm8k or mmlu (default: %(default)s)",
+        group="data",
+    )
+    data_dir: str | None = option(
+        None,
+        "local data: a GSM8K folder/jsonl or an MMLU folder of CSVs (default: the Hugging Face Hub)",
+        group="data",
+    )
+    split: str = option("test", "dataset split (default: %(default)s)", group="data")
+    limit: int | None = option(None, "use at most N examples", group="data")
+    seed: int = option(0, "seed for data order, arith problems and sampling", group="data")
+    no_shuffle: bool = option(False, "keep file order instead of a seeded shuffle", group="data")
+    level: int = option(1, "arith difficulty level 1-4 (default: %(default)s)", group="data")
+    subjects: str | None = option(None, "mmlu: comma-separated subjects (default: all)", group="data")
+    no_fewshot: bool = option(False, "drop the worked example exchange from the prompt", group="data")
+
+
+STEPS_HELP = "mask optimisation steps of `learned` (default: 30, the reward's mask 15; train: saliency_steps)"
+
+
+@dataclass
+class SaliencyOptions:
+    methods: str = option(
+        DEFAULT_METHODS,
+        "comma-separated: learned, atman, leave_one_out, attention_gradient, grad_x_input, attention, random "
+        "(default: %(default)s)",
+        group="saliency",
+    )
+    scope: str = option(
+        "answer",
+        "query rows that see the mask: the answer's (default) or every row after the token",
+        group="saliency",
+        choices=("answer", "all"),
+    )
+    saliency_steps: int | None = option(None, STEPS_HELP, group="saliency", deprecated=("--steps",))
+    preset: str | None = option(
+        None,
+        "named setting of `learned`: reward (the saliency reward's one-hop mask, about half the cost), chained "
+        "(the default, spelled out), paper (the paper's additive mask), v0.1 (atmanrl 0.1). Default: the "
+        "library's (one hop through the CoT included). The reported rewards always use the reward's mask",
+        group="saliency",
+        choices=LEARNED_PRESETS,
+    )
+    margin: float = option(
+        1.0,
+        "needed_share reward: the CoT must raise log p(answer) by this many nats (default: %(default)s)",
+        group="saliency",
+    )
+    tau: float = option(
+        0.5, "salient_fraction reward: score threshold (default: %(default)s)", group="saliency"
+    )
+
+    def scoring(self) -> dict[str, Any]:
+        """The options `explain.score_traces` takes, by its names."""
+        return dict(
+            scope=self.scope,
+            steps=self.saliency_steps,
+            seed=getattr(self, "seed", 0),
+            tau=self.tau,
+            margin=self.margin,
+            preset=self.preset,
+        )
+
+
+# --- one dataclass per command -------------------------------------------------------------------------
+
+
+@dataclass
+class DataCommand(TaskOptions):
+    show: int = option(3, "examples to print (default: %(default)s)")
+
+
+@dataclass
+class GenerateCommand(TaskOptions, ModelOptions):
+    output: str = option(None, "output JSONL file", group="sampling", aliases=("-o",), required=True)
+    max_new_tokens: int | None = option(None, "default: the task's (arith 128, others 256)", group="sampling")
+    temperature: float = option(0.0, "0 = greedy (default: %(default)s)", group="sampling")
+    top_p: float = option(1.0, "nucleus sampling (default: %(default)s)", group="sampling")
+    batch_size: int = option(8, "prompts per generate call (default: %(default)s)", group="sampling")
+
+
+@dataclass
+class SaliencyCommand(SaliencyOptions, ModelOptions):
+    input: str = option(
+        None, "traces JSONL (e.g. the output of `atmanrl generate`)", aliases=("-i",), required=True
+    )
+    output: str = option(None, "scores JSONL", aliases=("-o",), required=True)
+    html: str | None = option(None, "also write a self-contained heatmap HTML")
+    task: str | None = option(None, "answer parser to use (default: `#### N`, then `Answer: X`)")
+    seed: int = option(0, "seed of the saliency methods that sample (default: %(default)s)")
+    batch_size: int = option(8, "traces per forward (default: %(default)s)")
+
+
+@dataclass
+class ExplainCommand(SaliencyOptions, TaskOptions, ModelOptions):
+    html: str = option("explain.html", "heatmap file (default: %(default)s)")
+    output: str | None = option(None, "also write the scored rows as JSONL", aliases=("-o",))
+
+
+@dataclass
+class EvalCommand(TaskOptions, ModelOptions):
+    report: str = option(None, "output folder", group="evaluation", required=True, metavar="DIR")
+    max_new_tokens: int | None = option(None, "generation budget (default: the task's)", group="evaluation")
+    batch_size: int = option(8, "prompts per generate call (default: %(default)s)", group="evaluation")
+    methods: str = option(
+        DEFAULT_METHODS, "saliency methods, comma-separated (default: %(default)s)", group="evaluation"
+    )
+    saliency_steps: int | None = option(None, STEPS_HELP, group="evaluation", deprecated=("--steps",))
+    saliency_config: str = option(
+        "{}", 'JSON options per method, e.g. \'{"learned": {"steps": 10}}\'', group="evaluation"
+    )
+    saliency_limit: int = option(16, "traces per saliency method (default: %(default)s)", group="evaluation")
+    skip: str = option(
+        "",
+        "groups to leave out, comma-separated: cot_stats, early_answering, adding_mistakes, filler, saliency",
+        group="evaluation",
+    )
+    mistake_mode: str = option(
+        "force",
+        "after corrupting a number: force the answer, or let the model continue (default: %(default)s)",
+        group="evaluation",
+        choices=("force", "continue"),
+    )
+    answer_tokens: int = option(8, "tokens decoded after a forced answer prefix", group="evaluation")
+    planted: int = option(
+        0,
+        "also run the planted-distractor cases (atmanrl.planted) on N cases (default: off)",
+        group="evaluation",
+        metavar="N",
+    )
+
+
+@dataclass
+class CompareCommand:
+    reports: list[str] = option([], "folders written by `atmanrl eval --report`", nargs="+", metavar="DIR")
+    names: str | None = option(None, "comma-separated display names (default: folder names)")
+    output: str = option(None, "output folder", aliases=("-o",), required=True, metavar="OUT")
+
+
+@dataclass
+class RecipesCommand:
+    action: str = option("list", "list, show or copy", nargs="?", choices=("list", "show", "copy"))
+    name: str | None = option(None, "recipe name, e.g. smollm2-135m/arith_atmanrl.yaml", nargs="?")
+    dest: str | None = option(None, "copy: destination file or folder (default: .)", nargs="?")
+    force: bool = option(False, "copy: overwrite an existing file")
+
+
+@dataclass
+class ABCommand:
+    output: str = option("runs/ab", "output folder (default: %(default)s)", aliases=("-o",), metavar="OUT")
+    model: str = option(
+        DEFAULT_MODEL,
+        "base model for both arms (default: %(default)s)",
+        aliases=("--model-name-or-path", "--model_name_or_path"),
+    )
+    outcome_recipe: str = option("smollm2-135m/arith_outcome.yaml", "YAML path or recipe name")
+    atmanrl_recipe: str = option("smollm2-135m/arith_atmanrl.yaml", "YAML path or recipe name")
+    seeds: str = option("0,1", "comma-separated training seeds (default: %(default)s)")
+    max_steps: int = option(60, "GRPO steps per run (default: %(default)s)")
+    save_steps: int = option(10, "checkpoint every N steps (resume point)")
+    eval_task: str = option("arith", "held-out task (default: %(default)s)")
+    eval_level: int = option(1, "arith level of the held-out problems")
+    eval_limit: int = option(100, "held-out problems (default: %(default)s)")
+    eval_seed: int = option(1234, "which held-out problems (same for every model)")
+    train_args: str = option(
+        "", "extra train options for both arms, e.g. '--num_generations 8 --max_completion_length 64'"
+    )
