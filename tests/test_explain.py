@@ -105,15 +105,11 @@ def test_unknown_method_lists_valid_ones(tiny_qwen_dir, tmp_path, capsys):
 
 
 def test_heatmap_escapes_model_text_and_loads_nothing_external():
+    from atmanrl.saliency import Saliency, Token
+
     evil = "<script>alert(1)</script>"
-    row = {
-        "id": evil,
-        "prompt": evil,
-        "reasoning": evil + " 3 + 4",
-        "answer": "#### 7 " + evil,
-        "tokens": [{"text": evil, "start": 0, "end": len(evil)}],
-        "scores": {"learned": [0.5]},
-    }
+    sal = Saliency([Token(evil, 0, len(evil))], [0.5], -0.1, "learned", reasoning=evil + " 3 + 4")
+    row = {"id": evil, "prompt": evil, "answer": "#### 7 " + evil, "saliency": {evil: sal}}
     page = heatmap_html([row])
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "http://" not in page and "https://" not in page
@@ -166,8 +162,7 @@ def test_one_renderer_draws_every_heatmap_the_same_way():
     sal = Saliency(tokens, scores, -0.1, "learned", reasoning=reasoning)
     fragment = render_cot(reasoning, tokens, scores)
     assert fragment in sal.show()
-    row = {"id": "x", "prompt": "p", "reasoning": reasoning, "answer": "42", "scores": {"learned": scores}}
-    row["tokens"] = [t._asdict() for t in tokens]
+    row = {"id": "x", "prompt": "p", "answer": "42", "saliency": {"learned": sal}}
     assert fragment in heatmap_html([row])
     assert "rgba(200,30,30,1.00)" in fragment  # " 42": the largest content score
     assert "rgba(40,90,220,0.50)" in fragment  # " 6": negative, half of it

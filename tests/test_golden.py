@@ -51,3 +51,46 @@ def test_saliency_output_matches_the_golden_file(tiny_dir, tmp_path, capsys):
         assert got["answer_logprob"] == pytest.approx(want["answer_logprob"], abs=1e-4)
         assert got["gap"] == pytest.approx(want["gap"], abs=1e-4)
         assert got["rewards"] == pytest.approx(want["rewards"], abs=1e-4)
+
+
+def _numbers(tree, path=""):
+    """Every number and string leaf of a metrics tree by its path, timings and run metadata left out."""
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            if k in ("seconds", "meta", "config"):
+                continue
+            out |= _numbers(v, f"{path}/{k}")
+        return out
+    if isinstance(tree, (list, tuple)):
+        out = {}
+        for i, v in enumerate(tree):
+            out |= _numbers(v, f"{path}/{i}")
+        return out
+    return {path: tree}
+
+
+def test_eval_metrics_match_the_golden_file(tokenizer):
+    """`atmanrl eval`'s computation (`evaluate`) on fixed completions and a fixed tiny model: every metric as
+    recorded (re-record like the saliency file)."""
+    from atmanrl.data import get_task
+    from atmanrl.evaluate import EvalConfig, evaluate
+    from conftest import make_tiny_model
+
+    model = make_tiny_model("llama", len(tokenizer), attn_implementation="sdpa")
+    task = get_task("arith")
+    examples = task.load(limit=3, seed=1)
+    completions = [f"{ex.reference}\n#### {ex.gold}" for ex in examples]
+    completions[2] = f"I just know it.\n#### {examples[2].gold}"
+    cfg = EvalConfig(answer_tokens=4, method_options={"learned": {"steps": 3}}, heatmaps=1, seed=0)
+    got = _numbers(evaluate(model, tokenizer, task, examples, cfg, completions=completions))
+    golden = GOLDEN / "eval_metrics.json"
+    if os.environ.get("ATMANRL_UPDATE_GOLDEN") == "1":
+        golden.write_text(json.dumps(got, indent=1) + "\n")
+    want = json.loads(golden.read_text())
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        if isinstance(value, float):
+            assert got[key] == pytest.approx(value, abs=1e-3), key
+        else:
+            assert got[key] == value, key

@@ -145,6 +145,10 @@ def test_save_load_round_trip_and_html_escaping(tmp_path):
     sal.save(tmp_path / "s.json")
     back = Saliency.load(tmp_path / "s.json")
     assert back == sal and back.tokens[0].text == "<script>"
+    # tokens are written as the `saliency` command writes them; files of atmanrl 0.3 (lists) still load
+    d = sal.to_dict()
+    assert d["tokens"][3] == {"text": " 42", "start": 28, "end": 31}
+    assert Saliency.from_dict(d | {"tokens": [list(t) for t in toks]}) == sal
     page = sal.show(tmp_path / "s.html")
     assert "<script>" not in page and "&lt;script&gt;" in page and "42" in page
     assert (tmp_path / "s.html").read_text().startswith("<!doctype html>")

@@ -123,7 +123,7 @@ def _methods(arg: str) -> list[str]:
 
 
 def cmd_saliency(args: SaliencyCommand) -> int:
-    from .explain import score_file
+    from .explain import score_file, to_json
     from .heatmap import write_heatmap
     from .io import check_writable, write_jsonl
 
@@ -140,11 +140,10 @@ def cmd_saliency(args: SaliencyCommand) -> int:
             f"no usable rows in {args.input} ({len(errors)} skipped): each line needs "
             "id, prompt, reasoning and answer"
         )
-    keep = ("id", "tokens", "scores", "answer_logprob", "gap", "seconds", "rewards")
-    write_jsonl(args.output, [{k: r[k] for k in keep if k in r} for r in rows])
+    write_jsonl(args.output, [{"id": r["id"], **to_json(r)} for r in rows])
     if args.html:
         write_heatmap(args.html, rows)
-    secs = ", ".join(f"{m} {sum(r['seconds'][m] for r in rows) / len(rows):.2f}s" for m in methods)
+    secs = ", ".join(f"{m} {sum(r['saliency'][m].seconds for r in rows) / len(rows):.2f}s" for m in methods)
     reward = ""
     if "learned" in methods:  # the default reward, as GRPO would see it (correctness gating aside)
         mean = sum(r["rewards"]["needed_share"] for r in rows) / len(rows)
@@ -157,7 +156,7 @@ def cmd_saliency(args: SaliencyCommand) -> int:
 
 
 def cmd_explain(args: ExplainCommand) -> int:
-    from .explain import row_to_trace, score_traces
+    from .explain import row_to_trace, score_traces, to_json
     from .generate import SamplingConfig, accuracy, generate_task
     from .heatmap import write_heatmap
     from .io import check_writable, write_jsonl
@@ -174,10 +173,10 @@ def cmd_explain(args: ExplainCommand) -> int:
         )
     traces = [row_to_trace(g, tok, task) for g in usable]
     scored = score_traces(model, tok, traces, methods, **args.scoring())
-    rows = [g | s for g, s in zip(usable, scored)]
+    rows = [g | s for g, s in zip(usable, scored, strict=True)]
     write_heatmap(args.html, rows, title=f"atmanrl explain: {args.model} on {task.name}")
     if args.output:
-        write_jsonl(args.output, rows)
+        write_jsonl(args.output, [g | to_json(s) for g, s in zip(usable, scored, strict=True)])
     print(
         f"task={task.name} n={len(gens)} accuracy={accuracy(gens):.3f} explained={len(rows)} html={args.html}"
     )

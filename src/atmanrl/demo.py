@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from .options import DemoCommand, add_options, from_namespace
 from .progress import console
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -40,17 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--output", default="demo_out", help="folder for everything the demo writes")
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=8, help="GRPO steps of each training run")
-    p.add_argument("--limit", type=int, default=6, help="problems for generation and for each evaluation")
-    p.add_argument(
-        "--recipes",
-        default=str(RECIPES / "smollm2-135m"),
-        help="folder with arith_outcome.yaml and arith_atmanrl.yaml",
-    )
-    args = p.parse_args(argv)
+    add_options(p, DemoCommand)
+    args = from_namespace(DemoCommand, p.parse_args(argv))
+    recipes = Path(args.recipes) if args.recipes else RECIPES / "smollm2-135m"
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     seed, limit = str(args.seed), str(args.limit)
@@ -88,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             f" ({args.steps} steps, seed {seed})",
             [
                 "train",
-                str(Path(args.recipes) / f"arith_{kind}.yaml"),
+                str(recipes / f"arith_{kind}.yaml"),
                 "--model_name_or_path",
                 args.model,
                 "--max_steps",

@@ -14,11 +14,10 @@ from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
 from .rewards import SALIENCY_VARIANTS, cot_gap
-from .saliency import PRESETS, Trace, compute_saliency, get_method
+from .saliency import PRESETS, Saliency, Trace, compute_saliency, get_method
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METHODS = ("learned", "attention_gradient", "random")
 REQUIRED = ("id", "prompt", "reasoning", "answer")
 
 
@@ -98,17 +97,17 @@ def score_traces(
     margin: float = 1.0,
     preset: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Per trace: tokens, scores and seconds per method, the answer log-prob, and the saliency rewards."""
+    """Per trace: {"saliency": {method: Saliency}, "rewards": {variant: value}} (rewards when `learned` ran)."""
     for m in methods:
         get_method(m)  # unknown names fail before any work
-    out: list[dict[str, Any]] = [{"scores": {}, "seconds": {}} for _ in traces]
-    reward_sals: list[Any] = []
+    out: list[dict[str, Any]] = [{"saliency": {}} for _ in traces]
+    reward_sals: list[Saliency] = []
     # The rewards as GRPO computes them: from the reward's own mask (preset "reward"), not the attribution default;
     # the attribution pass is reused when it already was that mask.
     reward_pass = "learned" in methods and not (preset == "reward" and scope == "answer")
     with progress_bar("saliency", total=len(traces) * (len(methods) + reward_pass)) as advance:
         for m in methods:
-            sals = []
+            sals: list[Saliency] = []
             for lo in range(0, len(traces), batch_size):
                 chunk = traces[lo : lo + batch_size]
                 sals += compute_saliency(
@@ -120,12 +119,8 @@ def score_traces(
                     **method_options(m, scope, steps, seed, preset),
                 )
                 advance(len(chunk))
-            for row, sal in zip(out, sals):
-                row["tokens"] = [{"text": t.text, "start": t.start, "end": t.end} for t in sal.tokens]
-                row["answer_logprob"] = sal.answer_logprob
-                row["scores"][m] = sal.scores
-                row["seconds"][m] = sal.seconds
-                row["gap"] = cot_gap(sal)
+            for row, sal in zip(out, sals, strict=True):
+                row["saliency"][m] = sal
             if m == "learned" and not reward_pass:
                 reward_sals = sals
         if reward_pass:
@@ -134,15 +129,33 @@ def score_traces(
             advance(len(traces))
     if reward_sals:
         kw = {"tau": tau, "margin": margin}
-        for row, sal in zip(out, reward_sals):
+        for row, sal in zip(out, reward_sals, strict=True):
             row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
+    return out
+
+
+def to_json(scored: dict[str, Any]) -> dict[str, Any]:
+    """One `score_traces` row as the `saliency` command writes it: the tokens once, then per method the scores
+    and seconds, the answer's log-prob, the CoT's gap, and the rewards."""
+    sals: dict[str, Saliency] = scored["saliency"]
+    first = next(iter(sals.values()))
+    out = {
+        "tokens": first.to_dict()["tokens"],
+        "scores": {m: s.scores for m, s in sals.items()},
+        "answer_logprob": first.answer_logprob,
+        "gap": cot_gap(first),
+        "seconds": {m: s.seconds for m, s in sals.items()},
+    }
+    if "rewards" in scored:
+        out["rewards"] = scored["rewards"]
     return out
 
 
 def score_file(
     model, tokenizer, path: str | Path, methods: list[str], task: str | None = None, **kw: Any
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Score a traces JSONL. Returns (output rows, one-line errors for the rows that were skipped)."""
+    """Score a traces JSONL. Returns (each usable input row with its `score_traces` result, one-line errors for
+    the rows that were skipped)."""
     task_obj = get_task(task) if task else None
     errors: list[str] = []
     rows, traces = [], []
@@ -157,15 +170,4 @@ def score_file(
     if not traces:
         return [], errors
     scored = score_traces(model, tokenizer, traces, methods, **kw)
-    out = []
-    for row, s in zip(rows, scored):
-        out.append(
-            {
-                "id": row["id"],
-                **s,
-                "prompt": row["prompt"],
-                "reasoning": row["reasoning"],
-                "answer": row["answer"],
-            }
-        )
-    return out, errors
+    return [row | s for row, s in zip(rows, scored, strict=True)], errors

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .io import atomic_write_text
 from .masked import Token, content_mask
+
+if TYPE_CHECKING:  # saliency imports this module (its renderer): the type only
+    from .saliency import Saliency
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
@@ -59,8 +62,8 @@ def render_cot(reasoning: str, tokens: list[Token] | list[dict[str, Any]], score
 
 
 def heatmap_html(rows: list[dict[str, Any]], title: str = "atmanrl saliency") -> str:
-    """One page. Each row: `id`, `prompt`, `reasoning`, `answer`, `tokens`, `scores` {method: [...]},
-    and optionally `answer_logprob`, `seconds` {method: s}, `rewards` {name: value}, `correct`."""
+    """One page. Each row: `saliency` {method: Saliency} (as `explain.score_traces` gives them), `id`,
+    `prompt`, `answer`, and optionally `rewards` {name: value} and `correct`."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -74,19 +77,18 @@ def heatmap_html(rows: list[dict[str, Any]], title: str = "atmanrl saliency") ->
             head += " ✓" if r["correct"] else " ✗"
         parts.append(f"<h2>{html.escape(head)}</h2>")
         parts.append(f"<div class='prompt'>{html.escape(str(r.get('prompt', '')))}</div>")
+        sals: dict[str, Saliency] = r["saliency"]
         meta = []
-        if r.get("answer_logprob") is not None:
-            meta.append(f"log p(answer) = {r['answer_logprob']:.3f}")
+        if sals:
+            meta.append(f"log p(answer) = {next(iter(sals.values())).answer_logprob:.3f}")
         for k, v in (r.get("rewards") or {}).items():
             if v is not None:
                 meta.append(f"{html.escape(k)} = {v:.3f}")
         parts.append(f"<div class='meta'>{' · '.join(meta)}</div><div class='grid'>")
-        for method, scores in r["scores"].items():
-            secs = (r.get("seconds") or {}).get(method)
-            sub = f"{secs:.2f} s" if secs is not None else ""
+        for method, sal in sals.items():
             parts.append(
-                f"<div class='card'><h3>{html.escape(method)} <span class='meta'>{sub}</span></h3>"
-                f"<div class='cot'>{render_cot(r['reasoning'], r['tokens'], scores)}</div></div>"
+                f"<div class='card'><h3>{html.escape(method)} <span class='meta'>{sal.seconds:.2f} s</span></h3>"
+                f"<div class='cot'>{render_cot(sal.reasoning, sal.tokens, sal.scores)}</div></div>"
             )
         parts.append(f"</div><div class='answer'>{html.escape(str(r.get('answer', '')))}</div>")
     parts.append("</body></html>")

@@ -317,3 +317,16 @@ class ABCommand:
     train_args: str = option(
         "", "extra train options for both arms, e.g. '--num_generations 8 --max_completion_length 64'"
     )
+
+
+@dataclass
+class DemoCommand:
+    output: str = option("demo_out", "folder for everything the demo writes (default: %(default)s)")
+    model: str = option(DEFAULT_MODEL, "model of every step (default: %(default)s)")
+    seed: int = option(0, "seed of data, sampling and training (default: %(default)s)")
+    steps: int = option(8, "GRPO steps of each training run (default: %(default)s)")
+    limit: int = option(6, "problems for generation and for each evaluation (default: %(default)s)")
+    recipes: str | None = option(
+        None,
+        "folder with arith_outcome.yaml and arith_atmanrl.yaml (default: the packaged smollm2-135m recipes)",
+    )

@@ -70,13 +70,16 @@ class Saliency:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; tokens as {"text", "start", "end"} (the same shape as the `saliency` command's rows)."""
         d = asdict(self)
-        d["tokens"] = [list(t) for t in self.tokens]
+        d["tokens"] = [t._asdict() for t in self.tokens]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Saliency:
-        return cls(**{**d, "tokens": [Token(*t) for t in d["tokens"]]})
+        # tokens as objects, or as [text, start, end] lists (files written by atmanrl 0.3 and earlier)
+        tokens = [Token(**t) if isinstance(t, dict) else Token(*t) for t in d["tokens"]]
+        return cls(**{**d, "tokens": tokens})
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
