@@ -52,16 +52,7 @@ def option(
     nargs: str | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line option. `nargs` makes it positional."""
-    meta = dict(
-        help=help,
-        group=group,
-        aliases=aliases,
-        deprecated=deprecated,
-        choices=choices,
-        required=required,
-        metavar=metavar,
-        nargs=nargs,
-    )
+    meta = {k: v for k, v in locals().items() if k != "default"}  # every argument but the default
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
