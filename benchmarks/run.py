@@ -172,7 +172,8 @@ def bench_p5(model, tok, quick: bool) -> dict:
         t = {}
         for name, m in (
             ("learned", make_method("learned", preset="reward")),
-            ("loo", make_method("leave_one_out")),
+            # the same prefix pass as the reward's mask (bfloat16 where the CPU has it): the methods' costs compare
+            ("loo", make_method("leave_one_out", prefix_dtype="auto")),
         ):
             with frozen(model):
                 t[name] = timed(score_encoded, m, model, encs, tok.pad_token_id, model.device)[0]
