@@ -116,7 +116,7 @@ def cmd_generate(args: GenerateCommand) -> int:
 def _methods(arg: str) -> list[str]:
     from .saliency import get_method
 
-    methods = [m.strip() for m in arg.split(",") if m.strip()]
+    methods = list(csv(arg))
     for m in methods:
         get_method(m)
     return methods
