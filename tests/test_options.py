@@ -72,3 +72,14 @@ def test_the_model_default_and_the_presets_match_the_library():
     from atmanrl.saliency import PRESETS
 
     assert OPTIONS_MODEL == DEFAULT_MODEL and set(LEARNED_PRESETS) == set(PRESETS["learned"])
+
+
+def test_the_demo_takes_its_options_from_one_dataclass(capsys):
+    from atmanrl.demo import main as demo
+    from atmanrl.options import DemoCommand
+
+    with pytest.raises(SystemExit) as e:
+        demo(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert all(f"--{f.name}" in text and f.metadata["help"] for f in fields(DemoCommand))
