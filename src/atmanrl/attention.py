@@ -126,7 +126,8 @@ def past_constant_attention(
         torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype).view(b, hkv, h // hkv * q, -1)
     )
     out = weights[..., :past] @ v_past + weights[..., past:] @ v_new
-    return out.view(b, h, q, d).transpose(1, 2).contiguous(), weights.view(b, h, q, -1)
+    # value heads may be narrower than query heads (MLA models)
+    return out.view(b, h, q, value.shape[-1]).transpose(1, 2).contiguous(), weights.view(b, h, q, -1)
 
 
 def _float_mask(mask: torch.Tensor | None, query: torch.Tensor, k_len: int) -> torch.Tensor:
@@ -210,6 +211,7 @@ def _make_attention(
             and scaling is not None
             and (dropout == 0 or not module.training)
             and _is_plain(_model_eager(module))
+            and getattr(module, "sinks", None) is None  # attention sinks (gpt-oss) enter the softmax
         ):
             return past_constant_attention(query, key, value, mask, scaling, k_len - query.shape[2])
         fn = _model_eager(module) if use_eager else AttentionInterface._global_mapping["sdpa"]

@@ -170,4 +170,7 @@ def score_file(
     if not traces:
         return [], errors
     scored = score_traces(model, tokenizer, traces, methods, **kw)
-    return [row | s for row, s in zip(rows, scored, strict=True)], errors
+    # an input row's own rewards (a file written by `explain`) must never stand in for this run's
+    return [
+        {k: v for k, v in row.items() if k != "rewards"} | s for row, s in zip(rows, scored, strict=True)
+    ], errors
