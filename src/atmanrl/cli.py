@@ -117,6 +117,8 @@ def _methods(arg: str) -> list[str]:
     from .saliency import get_method
 
     methods = list(csv(arg))
+    if not methods:
+        raise UserError("--methods names no method: e.g. --methods learned,attention_gradient")
     for m in methods:
         get_method(m)
     return methods
