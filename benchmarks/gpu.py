@@ -4,7 +4,9 @@ For each shape (the embedded SmolLM2-135M's and Llama-3.2-3B's, built from their
 timings do not depend on the weights) it reports, on one batch of rollouts (default 8 x [150-token prompt,
 267-token CoT, 3-token answer], the 3B measurement of docs/performance.md):
 - the generation time of the batch (HF `generate`, forced to the CoT length);
-- each saliency method's time and peak memory above the loaded model;
+- each saliency method's time and peak memory above the loaded model. `learned` is the saliency reward's mask
+  (preset "reward", what a GRPO step computes), `learned_attribution` the attribution default (30 steps and a
+  leave-one-out hop); the reward's mask is also split into its fixed passes and its time per step;
 - kernel launches per mask step of the learned mask (CUDA only: torch.profiler, the difference between two
   step counts, so the fixed passes cancel), eager and with the step replayed as a CUDA graph (the default), and
   the largest score difference between the two;
@@ -69,6 +71,7 @@ SHAPES: dict[str, dict] = {
     ),
 }
 METHODS = ("learned", "leave_one_out", "atman", "attention_gradient")
+REWARD = {"preset": "reward"}  # the saliency reward's mask, as SaliencyReward builds it
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype):
@@ -181,10 +184,14 @@ def bench_shape(shape: str, device: torch.device, dtype: torch.dtype, args) -> d
 
     base_mem = torch.cuda.memory_allocated() if device.type == "cuda" else 0
     scores = {}
-    methods = ["learned"] + [m for m in args.methods.split(",") if m != "learned"]
-    for name, method, cfg in [("learned_eager", "learned", {"cuda_graph": False})] + [
-        (m, m, {}) for m in methods
-    ]:
+    # "learned" is the saliency reward's mask (preset "reward": 15 steps, one hop), what a GRPO step computes;
+    # "learned_attribution" is the attribution default (30 steps and a leave-one-out hop over the top targets)
+    runs = [
+        ("learned_eager", "learned", {**REWARD, "cuda_graph": False}),
+        ("learned", "learned", REWARD),
+        ("learned_attribution", "learned", {}),
+    ] + [(m, m, {}) for m in args.methods.split(",") if m != "learned"]
+    for name, method, cfg in runs:
         # the first call warms up (and captures the learned mask's step graph); the timed one is a later batch of
         # the same shapes, as in training, where it reuses the graph
         res[f"{name}_first_s"], _ = timed(device, lambda method=method, cfg=cfg: run(method, **cfg))
@@ -203,11 +210,20 @@ def bench_shape(shape: str, device: torch.device, dtype: torch.dtype, args) -> d
     if "leave_one_out_s" in res:
         res["loo_over_learned"] = res["leave_one_out_s"] / res["learned_s"]
 
+    # where the learned mask's time goes: the fixed passes (prefix, the two reference log-probs) against the
+    # steps, from two step counts (each timed on its second call, so the graph is reused as in training)
+    lo, hi = 3, 7
+    step_s = {}
+    for n in (lo, hi):
+        run("learned", **REWARD, steps=n)
+        step_s[n], _ = timed(device, lambda n=n: run("learned", **REWARD, steps=n))
+    res["learned_per_step_s"] = (step_s[hi] - step_s[lo]) / (hi - lo)
+    res["learned_fixed_s"] = step_s[lo] - lo * res["learned_per_step_s"]
     if device.type == "cuda":
-        lo, hi = 3, 7  # a new setting each: both counts include the capture
-        for name, cfg in (("eager", {"cuda_graph": False}), ("graph", {})):
-            few = launches(device, lambda cfg=cfg: run("learned", steps=lo, **cfg))
-            many = launches(device, lambda cfg=cfg: run("learned", steps=hi, **cfg))
+        # a new setting each: both counts include the capture
+        for name, cfg in (("eager", {**REWARD, "cuda_graph": False}), ("graph", REWARD)):
+            few = launches(device, lambda cfg=cfg: run("learned", steps=lo + 1, **cfg))
+            many = launches(device, lambda cfg=cfg: run("learned", steps=hi + 1, **cfg))
             res[f"launches_per_mask_step_{name}"] = (many - few) / (hi - lo)
         res["sdpa_mask_grad_matches_eager"] = sdpa_mask_grad_ok(device, dtype)
     return res
