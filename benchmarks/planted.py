@@ -7,6 +7,10 @@ Template families (FAMILIES) are split: defaults are set on `--split tune`; `--s
 
     python benchmarks/planted.py                           # every method, defaults, held-out families
     python benchmarks/planted.py --split tune --methods learned --config '[{"steps": 30}, {"lam": 0.1}]'
+    python benchmarks/planted.py --methods learned,leave_one_out --config '{"learned": {"preset": "reward"}}'
+
+With several runs, each one after the first is compared with the first on the same cases: the mean paired AUC
+difference with a 95% bootstrap interval over cases (an interval that includes 0 is no measurable difference).
 """
 
 from __future__ import annotations
@@ -47,6 +51,32 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_auc(results: list[dict]) -> list[dict]:
+    """Each run after the first against the first, case by case: AUC difference, 95% bootstrap interval."""
+    from atmanrl.stats import paired_diff_ci
+
+    out = []
+    for r in results[1:]:
+        a = [c["auc"] for c in r["cases"]]
+        b = [c["auc"] for c in results[0]["cases"]]
+        diff, lo, hi = paired_diff_ci(a, b)
+        out.append({"run": label(r), "against": label(results[0]), "auc_diff": diff, "lo": lo, "hi": hi})
+    return out
+
+
+def label(r: dict) -> str:
+    return r["method"] + (
+        f" ({', '.join(f'{k}={v}' for k, v in r['config'].items())})" if r["config"] else ""
+    )
+
+
+def configs_for(method: str, config) -> list[dict]:
+    """--config: one dict for every method, a list of them (a grid), or a dict keyed by method names."""
+    if isinstance(config, dict) and config and set(config) <= set(METHODS):
+        config = config.get(method, {})
+    return config if isinstance(config, list) else [config]
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -59,7 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument(
         "--config",
         default="{}",
-        help="JSON options for every method named in --methods, or a JSON list of them (a grid)",
+        help="JSON options for every method in --methods, a JSON list of them (a grid), or a JSON object keyed "
+        'by method name (\'{"learned": {"preset": "reward"}}\': the other methods keep their defaults)',
     )
     ap.add_argument("--out", default="planted.json")
     ap.add_argument(
@@ -82,13 +113,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     configs = json.loads(args.config)
     results = []
     for method in args.methods.split(","):
-        for config in configs if isinstance(configs, list) else [configs]:
+        for config in configs_for(method, configs):
             results.append(run(model, tok, cases, method, **config))
             print(table(results[-1:]).splitlines()[-1], flush=True)
     print(
         f"\nsplit {args.split}: {', '.join(families_for(args.split))}, {args.cases} cases each\n"
         + table(results)
     )
+    for r, p in zip(results[1:], paired_auc(results), strict=True):
+        r["auc_vs_first"] = p
+        print(f"AUC {p['run']} - {p['against']}: {p['auc_diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]")
     Path(args.out).write_text(json.dumps(results, indent=1))
     return results
 

@@ -146,7 +146,9 @@ def bench_p4(model, tok, quick: bool) -> dict:
 
     traces, _ = fixed_length_traces(model, tok, 4 if quick else 8, 256)
     steps = 3 if quick else 10
-    kw = dict(preset="reward", steps=steps)
+    # the model's own dtype for the prefix: p4 checks that the cache changes no score (the reward's bfloat16 prefix
+    # on CPUs that have it is a separate, measured choice: docs/performance.md)
+    kw = dict(preset="reward", steps=steps, prefix_dtype="model")
     cached, a = timed(compute_saliency, model, tok, traces, "learned", use_cache=True, **kw)
     full, b = timed(compute_saliency, model, tok, traces, "learned", use_cache=False, **kw)
     diff = max(abs(x - y) for sa, sb in zip(a, b) for x, y in zip(sa.scores, sb.scores))
@@ -159,16 +161,22 @@ def bench_p4(model, tok, quick: bool) -> dict:
 
 
 def bench_p5(model, tok, quick: bool) -> dict:
-    """Leave-one-out over the reward's learned mask at CoT lengths 64, 256 and 1024 (4 traces, 100-token prompts,
-    random token ids: the timing does not depend on the text). Leave-one-out runs one variant per CoT token; the
-    mask runs a fixed number of steps, so the ratio grows with the CoT."""
+    """Leave-one-out over the reward's learned mask at CoT lengths 64, 256 and 1024 (100-token prompts, random
+    token ids: the timing does not depend on the text). Leave-one-out runs one variant per CoT token; the mask runs
+    a fixed number of steps, so the ratio grows with the CoT.
+
+    8 traces per batch, as p1 and the GPU benchmark use: one GRPO step of the CPU recipe has 8 completions, and the
+    reward scores the step's correct ones in one forward (its token budget, 16384, holds them). A mask step costs
+    about the same for 4 traces as for 8 (it is bound by reading the weights), so the mask's time grows less than
+    the batch while leave-one-out's doubles: the ratio depends on the batch, and `p5_loo_over_learned_256_batch4`
+    keeps the 4-trace figure of earlier versions (a step with half its completions correct)."""
     from gpu import rows
 
     from atmanrl.saliency import frozen, make_method, score_encoded
 
     out = {}
-    for n in (64, 256) if quick else (64, 256, 1024):
-        encs = rows(model.config.vocab_size, 4, 100, n)
+    for n, batch in [(64, 8), (256, 8), (256, 4)] + ([] if quick else [(1024, 8)]):
+        encs = rows(model.config.vocab_size, batch, 100, n)
         t = {}
         for name, m in (
             ("learned", make_method("learned", preset="reward")),
@@ -177,8 +185,9 @@ def bench_p5(model, tok, quick: bool) -> dict:
         ):
             with frozen(model):
                 t[name] = timed(score_encoded, m, model, encs, tok.pad_token_id, model.device)[0]
-        out[f"p5_loo_over_learned_{n}"] = t["loo"] / t["learned"]
-        out[f"p5_learned_s_{n}"], out[f"p5_loo_s_{n}"] = t["learned"], t["loo"]
+        key = f"{n}" if batch == 8 else f"{n}_batch{batch}"
+        out[f"p5_loo_over_learned_{key}"] = t["loo"] / t["learned"]
+        out[f"p5_learned_s_{key}"], out[f"p5_loo_s_{key}"] = t["learned"], t["loo"]
     return out
 
 
@@ -188,7 +197,19 @@ from atmanrl import load_model
 from atmanrl.saliency import Trace, compute_saliency, encode
 model, tok = load_model()
 traces = [Trace(**t) for t in json.load(open({traces!r}))]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def status_kb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+# Loading can peak above what the model then holds (a transient copy of the weights), and ru_maxrss keeps that
+# peak: on Linux, reset the peak to the current RSS (clear_refs 5) and read it back (VmHWM).
+try:
+    open("/proc/self/clear_refs", "w").write("5")
+    base, peak = status_kb("VmRSS"), lambda: status_kb("VmHWM")
+except OSError:
+    base, peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if {what!r} == "saliency":
     compute_saliency(model, tok, traces, "learned", preset="reward")
 else:
@@ -198,7 +219,7 @@ else:
     mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
     model.train()
     model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
-print(json.dumps({{"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}}))
+print(json.dumps({{"peak_kb": peak() - base}}))
 """
 
 
@@ -225,8 +246,10 @@ def bench_mem(model, tok) -> dict:
             peaks[what] = json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"] / 1024
     finally:
         os.unlink(f.name)
+    if peaks["train"] <= 0:
+        raise RuntimeError(f"mem: the training forward+backward measured no memory above the model ({peaks})")
     return {
-        "mem_ratio": peaks["saliency"] / max(peaks["train"], 1e-9),
+        "mem_ratio": peaks["saliency"] / peaks["train"],
         "mem_saliency_mb": peaks["saliency"],
         "mem_train_mb": peaks["train"],
     }

@@ -2,6 +2,7 @@
 cases whose relevant span holds the result, split into disjoint template families."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -68,3 +69,44 @@ def test_gpu_benchmark_runs_on_cpu(tmp_path):
         assert r[f"{m}_s"] > 0 and r[f"{m}_finite"]
     assert r["generate_s"] > 0 and r["learned_graph_max_score_diff"] == 0.0
     assert "launches_per_mask_step_graph" not in r  # counted on CUDA only
+    assert r["learned_attribution_s"] > 0 and r["learned_attribution_finite"]
+    assert math.isfinite(r["learned_fixed_s"]) and math.isfinite(r["learned_per_step_s"])
+
+
+def test_planted_compares_methods_case_by_case(tokenizer):
+    """Per-method options, and each run after the first paired with it on the same cases (a bootstrap interval)."""
+    from conftest import make_tiny_model
+
+    assert planted.configs_for("learned", {"learned": {"preset": "reward"}}) == [{"preset": "reward"}]
+    assert planted.configs_for("atman", {"learned": {"preset": "reward"}}) == [{}]
+    assert planted.configs_for("atman", {"steps": 3}) == [{"steps": 3}]  # option names are not method names
+    assert planted.configs_for("learned", [{"lam": 0.1}, {}]) == [{"lam": 0.1}, {}]
+
+    model = make_tiny_model("llama", len(tokenizer))
+    cases = planted.make_cases(tokenizer, 3, 0, families=planted.families_for("heldout"))
+    runs = [
+        planted.run(model, tokenizer, cases, "attention_gradient"),
+        planted.run(model, tokenizer, cases, "learned", steps=2, chain=False),
+    ]
+    assert [c["family"] for c in runs[1]["cases"]] == [c.family for c in cases]
+    assert runs[1]["auc"] == sum(c["auc"] for c in runs[1]["cases"]) / len(cases)
+    (pair,) = planted.paired_auc(runs)
+    diffs = [b["auc"] - a["auc"] for a, b in zip(runs[0]["cases"], runs[1]["cases"], strict=True)]
+    assert abs(pair["auc_diff"] - sum(diffs) / len(diffs)) < 1e-9
+    assert pair["lo"] <= pair["auc_diff"] <= pair["hi"]
+    assert pair["run"] == "learned (steps=2, chain=False)" and pair["against"] == "attention_gradient"
+
+
+def test_prefix_precision_compares_token_scores():
+    """The precision benchmark's numbers: token changes, the share above 0.1, rank correlation, trace means."""
+    from types import SimpleNamespace as S
+
+    import prefix_precision
+
+    exact = [S(scores=[0.1, 0.5, 0.9]), S(scores=[0.2, 0.4, 0.6])]
+    fast = [S(scores=[0.1, 0.7, 0.9]), S(scores=[0.2, 0.4, 0.6])]
+    r = prefix_precision.compare(exact, fast)
+    assert abs(r["max"] - 0.2) < 1e-9 and abs(r["mean"] - 0.2 / 6) < 1e-9
+    assert abs(r["share_over_0.1"] - 1 / 6) < 1e-9
+    assert r["spearman_min"] == 1.0  # the order within each trace is kept
+    assert abs(r["trace_mean_change_max"] - 0.2 / 3) < 1e-9

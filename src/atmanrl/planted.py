@@ -241,4 +241,14 @@ def run(model, tokenizer, cases: list[Case], method: str, batch_size: int = 12, 
     for fam in dict.fromkeys(c.family for c in cases):
         sub = [r for r, c in zip(rows, cases, strict=True) if c.family == fam]
         per_family[fam] = {k: sum(r[k] for r in sub) / len(sub) for k in ("hit1", "auc")}
-    return {"method": method, "config": config, **mean, "s_per_case": seconds, "families": per_family}
+    cases_out = [
+        {"family": c.family, "hit1": r["hit1"], "auc": r["auc"]} for r, c in zip(rows, cases, strict=True)
+    ]  # per case, so two methods on the same cases compare pairwise (benchmarks/planted.py)
+    return {
+        "method": method,
+        "config": config,
+        **mean,
+        "s_per_case": seconds,
+        "families": per_family,
+        "cases": cases_out,
+    }
