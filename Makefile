@@ -28,7 +28,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(TEST_ARGS)
 
-# Ratios measured in one run on the embedded model -> benchmarks/results/latest.json (--quick: ~10 min).
+# Ratios measured in one run on the embedded model -> benchmarks/results/latest.json (--quick: ~7 min).
 bench: $(STAMP)
 	ATMANRL_NO_PROGRESS=1 $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 

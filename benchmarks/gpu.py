@@ -4,7 +4,7 @@ For each shape (the embedded SmolLM2-135M's and Llama-3.2-3B's, built from their
 timings do not depend on the weights) it reports, on one batch of rollouts (default 8 x [150-token prompt,
 267-token CoT, 3-token answer], the 3B measurement of docs/performance.md):
 - the generation time of the batch (HF `generate`, forced to the CoT length);
-- each saliency method's time and peak memory above the loaded model. `learned` is the saliency reward's mask
+- each saliency method's time and peak memory above what is allocated just before its call. `learned` is the saliency reward's mask
   (preset "reward", what a GRPO step computes), `learned_attribution` the attribution default (30 steps and a
   leave-one-out hop); the reward's mask is also split into its fixed passes and its time per step;
 - kernel launches per mask step of the learned mask (CUDA only: torch.profiler, the difference between two
@@ -182,7 +182,6 @@ def bench_shape(shape: str, device: torch.device, dtype: torch.dtype, args) -> d
         with frozen(model):
             return score_encoded(m, model, encs, 0, device)
 
-    base_mem = torch.cuda.memory_allocated() if device.type == "cuda" else 0
     scores = {}
     # "learned" is the saliency reward's mask (preset "reward": 15 steps, one hop), what a GRPO step computes;
     # "learned_attribution" is the attribution default (30 steps and a leave-one-out hop over the top targets)
@@ -196,7 +195,9 @@ def bench_shape(shape: str, device: torch.device, dtype: torch.dtype, args) -> d
         # the same shapes, as in training, where it reuses the graph
         res[f"{name}_first_s"], _ = timed(device, lambda method=method, cfg=cfg: run(method, **cfg))
         if device.type == "cuda":
+            # above what is held just before this call (earlier methods keep their captured graphs in `built`)
             torch.cuda.reset_peak_memory_stats()
+            base_mem = torch.cuda.memory_allocated()
         seconds, out = timed(device, lambda method=method, cfg=cfg: run(method, **cfg))
         res[f"{name}_s"] = seconds
         if device.type == "cuda":

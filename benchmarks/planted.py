@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from atmanrl.planted import (  # noqa: F401  (re-exported: tests and scripts import them from here)
@@ -55,11 +56,12 @@ def paired_auc(results: list[dict]) -> list[dict]:
     """Each run after the first against the first, case by case: AUC difference, 95% bootstrap interval."""
     from atmanrl.stats import paired_diff_ci
 
+    def aucs(r: dict) -> list[float | None]:  # a case without relevant or distractor tokens has no AUC (nan)
+        return [None if math.isnan(c["auc"]) else c["auc"] for c in r["cases"]]
+
     out = []
     for r in results[1:]:
-        a = [c["auc"] for c in r["cases"]]
-        b = [c["auc"] for c in results[0]["cases"]]
-        diff, lo, hi = paired_diff_ci(a, b)
+        diff, lo, hi = paired_diff_ci(aucs(r), aucs(results[0]))
         out.append({"run": label(r), "against": label(results[0]), "auc_diff": diff, "lo": lo, "hi": hi})
     return out
 
@@ -122,7 +124,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     for r, p in zip(results[1:], paired_auc(results), strict=True):
         r["auc_vs_first"] = p
-        print(f"AUC {p['run']} - {p['against']}: {p['auc_diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]")
+        d, lo, hi = p["auc_diff"], p["lo"], p["hi"]
+        told = "no case has an AUC in both runs" if d is None else f"{d:+.3f}"
+        told += f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+        print(f"AUC {p['run']} - {p['against']}: {told}")
     Path(args.out).write_text(json.dumps(results, indent=1))
     return results
 

@@ -26,7 +26,10 @@ def compare(exact, fast) -> dict:
         abs(x - y) for a, b in zip(exact, fast, strict=True) for x, y in zip(a.scores, b.scores, strict=True)
     ]
     rho = [r for a, b in zip(exact, fast, strict=True) if (r := spearman(a.scores, b.scores)) is not None]
-    mean = [abs(sum(a.scores) / len(a.scores) - sum(b.scores) / len(b.scores)) for a, b in zip(exact, fast)]
+    mean = [
+        abs(sum(a.scores) / len(a.scores) - sum(b.scores) / len(b.scores))
+        for a, b in zip(exact, fast, strict=True)
+    ]
     return {
         "max": max(d),
         "mean": sum(d) / len(d),

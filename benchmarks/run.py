@@ -206,7 +206,8 @@ def status_kb(key):
 # Loading can peak above what the model then holds (a transient copy of the weights), and ru_maxrss keeps that
 # peak: on Linux, reset the peak to the current RSS (clear_refs 5) and read it back (VmHWM).
 try:
-    open("/proc/self/clear_refs", "w").write("5")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     base, peak = status_kb("VmRSS"), lambda: status_kb("VmHWM")
 except OSError:
     base, peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -306,7 +307,7 @@ def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller sizes, same keys (about 10 minutes)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, same keys (about 7 minutes)")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--only", default=None, help="comma-separated subset: p1,p2,p3,p4,p5,mem,scaling")
     args = p.parse_args(argv)

@@ -104,9 +104,35 @@ def test_prefix_precision_compares_token_scores():
     import prefix_precision
 
     exact = [S(scores=[0.1, 0.5, 0.9]), S(scores=[0.2, 0.4, 0.6])]
-    fast = [S(scores=[0.1, 0.7, 0.9]), S(scores=[0.2, 0.4, 0.6])]
+    fast = [S(scores=[0.1, 0.7, 0.9]), S(scores=[0.2, 0.6, 0.4])]
     r = prefix_precision.compare(exact, fast)
-    assert abs(r["max"] - 0.2) < 1e-9 and abs(r["mean"] - 0.2 / 6) < 1e-9
-    assert abs(r["share_over_0.1"] - 1 / 6) < 1e-9
-    assert r["spearman_min"] == 1.0  # the order within each trace is kept
+    assert abs(r["max"] - 0.2) < 1e-9 and abs(r["mean"] - 0.6 / 6) < 1e-9
+    assert abs(r["share_over_0.1"] - 3 / 6) < 1e-9
+    # the first trace keeps its order, the second swaps two tokens (Spearman 0.5)
+    assert abs(r["spearman_min"] - 0.5) < 1e-9 and abs(r["spearman_mean"] - 0.75) < 1e-9
     assert abs(r["trace_mean_change_max"] - 0.2 / 3) < 1e-9
+
+
+def test_planted_pairing_skips_cases_without_an_auc():
+    nan = float("nan")
+    first = {"method": "a", "config": {}, "cases": [{"auc": 0.5}, {"auc": nan}, {"auc": 0.7}]}
+    second = {"method": "b", "config": {"lam": 1}, "cases": [{"auc": 0.6}, {"auc": 0.9}, {"auc": 0.9}]}
+    (pair,) = planted.paired_auc([first, second])
+    assert abs(pair["auc_diff"] - 0.15) < 1e-9  # (0.1 + 0.2) / 2: the nan case is left out, not the whole run
+    assert pair["lo"] <= pair["auc_diff"] <= pair["hi"] and pair["run"] == "b (lam=1)"
+
+
+def test_bench_keys_and_p4_exactness(tokenizer):
+    """p5 names its batches as the docs do, and p4 compares the cache in the model's dtype: equal scores even where
+    the reward preset would run its prefix in bfloat16."""
+    import run
+
+    from conftest import make_tiny_model
+
+    model = make_tiny_model("llama", len(tokenizer))
+    p5 = run.bench_p5(model, tokenizer, quick=True)
+    for key in ("64", "256", "256_batch4"):
+        assert p5[f"p5_loo_over_learned_{key}"] == p5[f"p5_loo_s_{key}"] / p5[f"p5_learned_s_{key}"]
+    assert "p5_loo_over_learned_1024" not in p5  # --quick leaves out the longest CoT
+    p4 = run.bench_p4(model, tokenizer, quick=True)
+    assert p4["p4_max_score_diff"] < 1e-4
