@@ -4,9 +4,10 @@ For each shape (the embedded SmolLM2-135M's and Llama-3.2-3B's, built from their
 timings do not depend on the weights) it reports, on one batch of rollouts (default 8 x [150-token prompt,
 267-token CoT, 3-token answer], the 3B measurement of docs/performance.md):
 - the generation time of the batch (HF `generate`, forced to the CoT length);
-- each saliency method's time and peak memory above what is allocated just before its call. `learned` is the saliency reward's mask
-  (preset "reward", what a GRPO step computes), `learned_attribution` the attribution default (30 steps and a
-  leave-one-out hop); the reward's mask is also split into its fixed passes and its time per step;
+- each saliency method's time and peak memory above what is allocated just before its call. `learned` is the
+  saliency reward's mask (preset "reward", what a GRPO step computes), `learned_attribution` the attribution
+  default (30 steps and a leave-one-out hop); the reward's mask is also split into its fixed passes and its time
+  per step;
 - kernel launches per mask step of the learned mask (CUDA only: torch.profiler, the difference between two
   step counts, so the fixed passes cancel), eager and with the step replayed as a CUDA graph (the default), and
   the largest score difference between the two;

@@ -34,6 +34,10 @@ from atmanrl.planted import (  # noqa: F401  (re-exported: tests and scripts imp
 from atmanrl.saliency import METHODS
 
 
+def config_text(config: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items())
+
+
 def table(results: list[dict]) -> str:
     fams = list(results[0].get("families", {})) if results else []
     lines = [
@@ -43,7 +47,7 @@ def table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|" + "---|" * len(fams),
     ]
     for r in results:
-        cfg = ", ".join(f"{k}={v}" for k, v in r["config"].items()) or "defaults"
+        cfg = config_text(r["config"]) or "defaults"
         per = " | ".join(f"{r['families'][f]['hit1']:.2f} / {r['families'][f]['auc']:.2f}" for f in fams)
         lines.append(
             f"| {r['method']} | {cfg} | {r['hit1']:.2f} | {r['auc']:.2f} | {r['auc_result']:.2f} | {r['sink1']:.2f} "
@@ -59,17 +63,15 @@ def paired_auc(results: list[dict]) -> list[dict]:
     def aucs(r: dict) -> list[float | None]:  # a case without relevant or distractor tokens has no AUC (nan)
         return [None if math.isnan(c["auc"]) else c["auc"] for c in r["cases"]]
 
-    out = []
+    out, first = [], aucs(results[0])
     for r in results[1:]:
-        diff, lo, hi = paired_diff_ci(aucs(r), aucs(results[0]))
+        diff, lo, hi = paired_diff_ci(aucs(r), first)
         out.append({"run": label(r), "against": label(results[0]), "auc_diff": diff, "lo": lo, "hi": hi})
     return out
 
 
 def label(r: dict) -> str:
-    return r["method"] + (
-        f" ({', '.join(f'{k}={v}' for k, v in r['config'].items())})" if r["config"] else ""
-    )
+    return r["method"] + (f" ({config_text(r['config'])})" if r["config"] else "")
 
 
 def configs_for(method: str, config) -> list[dict]:

@@ -210,7 +210,8 @@ try:
         f.write("5")
     base, peak = status_kb("VmRSS"), lambda: status_kb("VmHWM")
 except OSError:
-    base, peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak()
 if {what!r} == "saliency":
     compute_saliency(model, tok, traces, "learned", preset="reward")
 else:
