@@ -99,8 +99,9 @@ def features(model, tok, rows: list[dict], by_id: dict) -> None:
             r["early_reliance"] = sum(ea[f] == g["pred"] for f in fr) / len(fr)
 
 
-def rewards(model, tok, rows: list[dict]) -> float:
-    """Adds outcome, saliency and atmanrl rewards per row; returns seconds per saliency-scored trace."""
+def rewards(model, tok, rows: list[dict], saliency_options: dict | None = None) -> float:
+    """Adds outcome, saliency and atmanrl rewards per row; returns seconds per saliency-scored trace.
+    `saliency_options`: the saliency reward's mask options (on top of its preset), e.g. another step count."""
     from atmanrl.rewards import get_reward
 
     t0, scored = time.perf_counter(), 0
@@ -116,7 +117,14 @@ def rewards(model, tok, rows: list[dict]) -> float:
             fns[key] = {
                 "correctness": get_reward("correctness", task=task, **extra),
                 "format": get_reward("format", task=task, **extra),
-                "saliency": get_reward("saliency", task=task, model=model, tokenizer=tok, **extra),
+                "saliency": get_reward(
+                    "saliency",
+                    task=task,
+                    model=model,
+                    tokenizer=tok,
+                    method_options=saliency_options,
+                    **extra,
+                ),
             }
         args = ([r["messages"] for r in g], [r["completion"] for r in g])
         gold = [r["gold"] for r in g]
@@ -180,8 +188,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--seed", type=int, default=0, help="problems and sampling")
     ap.add_argument("--rollouts", default=None, help="JSONL cache of scored rollouts: read if it exists")
+    ap.add_argument(
+        "--saliency-options",
+        default=None,
+        help="JSON options for the saliency reward's mask, e.g. '{\"steps\": 10}'; with --rollouts the cached "
+        "rollouts are scored again with them (the cache is not rewritten)",
+    )
     ap.add_argument("--out", default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
+    try:
+        options = json.loads(args.saliency_options) if args.saliency_options else None
+    except json.JSONDecodeError as e:
+        ap.error(f"--saliency-options is not valid JSON ({e.msg}): {args.saliency_options}")
 
     import torch
 
@@ -193,11 +211,13 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = None
     if cache is not None and cache.exists():
         rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
+        if options is not None:
+            seconds = rewards(model, tok, rows, options)
     else:
         rows, by_id = sample_groups(model, tok, args)
         features(model, tok, rows, by_id)
-        seconds = rewards(model, tok, rows)
-        if cache is not None:
+        seconds = rewards(model, tok, rows, options)
+        if cache is not None and options is None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
     corr = correlations(rows)
@@ -209,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = {
         "model": args.model,
+        "saliency_options": options,
         "groups": n_groups,
         "group_size": args.group,
         "accuracy": acc,

@@ -160,7 +160,7 @@ def bench_p4(model, tok, quick: bool) -> dict:
     }
 
 
-def bench_p5(model, tok, quick: bool) -> dict:
+def bench_p5(model, tok, quick: bool, also: list[dict] | None = None) -> dict:
     """Leave-one-out over the reward's learned mask at CoT lengths 64, 256 and 1024 (100-token prompts, random
     token ids: the timing does not depend on the text). Leave-one-out runs one variant per CoT token; the mask runs
     a fixed number of steps, so the ratio grows with the CoT.
@@ -169,7 +169,10 @@ def bench_p5(model, tok, quick: bool) -> dict:
     reward scores the step's correct ones in one forward (its token budget, 16384, holds them). A mask step costs
     about the same for 4 traces as for 8 (it is bound by reading the weights), so the mask's time grows less than
     the batch while leave-one-out's doubles: the ratio depends on the batch, and `p5_loo_over_learned_256_batch4`
-    keeps the 4-trace figure of earlier versions (a step with half its completions correct)."""
+    keeps the 4-trace figure of earlier versions (a step with half its completions correct).
+
+    `also`: other settings of the reward's mask (options on top of preset `reward`, e.g. fewer steps), timed on
+    the 256-token, 8-trace batch against the same leave-one-out run (`p5_also`); they set no goal."""
     from gpu import rows
 
     from atmanrl.saliency import frozen, make_method, score_encoded
@@ -178,8 +181,10 @@ def bench_p5(model, tok, quick: bool) -> dict:
     for n, batch in [(64, 8), (256, 8), (256, 4)] + ([] if quick else [(1024, 8)]):
         encs = rows(model.config.vocab_size, batch, 100, n)
         t = {}
+        extra = list(enumerate(also or [])) if (n, batch) == (256, 8) else []
         for name, m in (
             ("learned", make_method("learned", preset="reward")),
+            *((f"also{i}", make_method("learned", preset="reward", **o)) for i, o in extra),
             # the same prefix pass as the reward's mask (bfloat16 where the CPU has it): the methods' costs compare
             ("loo", make_method("leave_one_out", prefix_dtype="auto")),
         ):
@@ -188,6 +193,11 @@ def bench_p5(model, tok, quick: bool) -> dict:
         key = f"{n}" if batch == 8 else f"{n}_batch{batch}"
         out[f"p5_loo_over_learned_{key}"] = t["loo"] / t["learned"]
         out[f"p5_learned_s_{key}"], out[f"p5_loo_s_{key}"] = t["learned"], t["loo"]
+        if extra:
+            out["p5_also"] = [
+                {"options": o, "learned_s": t[f"also{i}"], "loo_over_learned": t["loo"] / t[f"also{i}"]}
+                for i, o in extra
+            ]
     return out
 
 
@@ -311,7 +321,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="smaller sizes, same keys (about 7 minutes)")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--only", default=None, help="comma-separated subset: p1,p2,p3,p4,p5,mem,scaling")
+    p.add_argument(
+        "--p5-also",
+        default="[]",
+        help="p5 also times these settings of the reward's mask against the same leave-one-out run, e.g. "
+        '\'[{"steps": 8, "lr": 19}]\' (no goal; written as p5_also)',
+    )
     args = p.parse_args(argv)
+    try:
+        also = json.loads(args.p5_also)
+    except json.JSONDecodeError as e:
+        p.error(f"--p5-also is not valid JSON ({e.msg}): {args.p5_also}")
+    if not isinstance(also, list) or not all(isinstance(o, dict) for o in also):
+        p.error('--p5-also must be a JSON list of option dicts, e.g. \'[{"steps": 8, "lr": 19}]\'')
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "p5", "mem", "scaling"}
@@ -333,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "p4" in only:
         results |= bench_p4(model, tok, args.quick)
     if "p5" in only:
-        results |= bench_p5(model, tok, args.quick)
+        results |= bench_p5(model, tok, args.quick, also)
     if "scaling" in only:
         results |= bench_scaling(model, tok, args.quick, out)
     if "mem" in only:

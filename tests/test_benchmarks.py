@@ -130,9 +130,28 @@ def test_bench_keys_and_p4_exactness(tokenizer):
     from conftest import make_tiny_model
 
     model = make_tiny_model("llama", len(tokenizer))
-    p5 = run.bench_p5(model, tokenizer, quick=True)
+    p5 = run.bench_p5(model, tokenizer, quick=True, also=[{"steps": 2}])
     for key in ("64", "256", "256_batch4"):
         assert p5[f"p5_loo_over_learned_{key}"] == p5[f"p5_loo_s_{key}"] / p5[f"p5_learned_s_{key}"]
     assert "p5_loo_over_learned_1024" not in p5  # --quick leaves out the longest CoT
+    # another mask setting is timed once, at the goal's size, against the same leave-one-out run
+    (also,) = p5["p5_also"]
+    assert also["options"] == {"steps": 2}
+    assert also["loo_over_learned"] == p5["p5_loo_s_256"] / also["learned_s"]
     p4 = run.bench_p4(model, tokenizer, quick=True)
     assert p4["p4_max_score_diff"] < 1e-4
+
+
+def test_mask_fidelity_compares_top_content_tokens():
+    """A cheaper mask's top-1 agreement is read on content tokens: a sink (whitespace, punctuation) never counts."""
+    from types import SimpleNamespace as S
+
+    import mask_fidelity
+
+    tokens = ["The", " ", "42", "."]
+    # content top "42": the space and the "." score higher, but they are not content
+    ref = S(tokens=tokens, scores=[0.5, 0.99, 0.8, 0.95])
+    moved = S(tokens=tokens, scores=[0.9, 0.1, 0.2, 0.1])  # content top: "The"
+    same_top = S(tokens=tokens, scores=[0.1, 0.0, 0.3, 0.9])
+    assert mask_fidelity.top1_agree([ref], [ref]) == 1.0
+    assert mask_fidelity.top1_agree([ref, ref], [moved, same_top]) == 0.5
