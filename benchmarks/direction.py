@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--saliency-options",
         default=None,
-        help="JSON options for the saliency reward's mask, e.g. '{\"steps\": 10}'; with --rollouts the cached "
-        "rollouts are scored again with them (the cache is not rewritten)",
+        help="JSON options for the saliency reward's mask, e.g. '{\"steps\": 10}'; with an existing --rollouts "
+        "cache its rollouts are scored again with them (the cache is not rewritten); without one, new rollouts "
+        "are sampled and scored with them, and no cache is written",
     )
     ap.add_argument("--out", default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
         options = json.loads(args.saliency_options) if args.saliency_options else None
     except json.JSONDecodeError as e:
         ap.error(f"--saliency-options is not valid JSON ({e.msg}): {args.saliency_options}")
+    if options is not None and not isinstance(options, dict):
+        ap.error("--saliency-options must be a JSON object, e.g. '{\"steps\": 10}'")
 
     import torch
 

@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
     p.add_argument("--out", default=None, help="write the results as JSON")
     args = p.parse_args(argv)
-    grid = json.loads(args.grid)
+    try:
+        grid = json.loads(args.grid)
+    except json.JSONDecodeError as e:
+        p.error(f"--grid is not valid JSON ({e.msg}): {args.grid}")
     if not isinstance(grid, list) or not all(isinstance(g, dict) for g in grid):
         p.error('--grid must be a JSON list of option dicts, e.g. \'[{"steps": 10, "lr": 15}]\'')
 

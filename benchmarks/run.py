@@ -334,6 +334,16 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"--p5-also is not valid JSON ({e.msg}): {args.p5_also}")
     if not isinstance(also, list) or not all(isinstance(o, dict) for o in also):
         p.error('--p5-also must be a JSON list of option dicts, e.g. \'[{"steps": 8, "lr": 19}]\'')
+    from atmanrl.errors import UserError
+    from atmanrl.saliency import make_method
+
+    for o in also:  # a bad option fails now, not after the benchmarks before p5 have run
+        try:
+            make_method("learned", preset="reward", **o)
+        except (UserError, TypeError) as e:
+            p.error(f"--p5-also: {e}")
+    if also and args.only and "p5" not in args.only.split(","):
+        p.error("--p5-also needs p5: add it to --only")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "p5", "mem", "scaling"}
