@@ -65,12 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
     p.add_argument("--out", default=None, help="write the results as JSON")
     args = p.parse_args(argv)
-    try:
-        grid = json.loads(args.grid)
-    except json.JSONDecodeError as e:
-        p.error(f"--grid is not valid JSON ({e.msg}): {args.grid}")
-    if not isinstance(grid, list) or not all(isinstance(g, dict) for g in grid):
-        p.error('--grid must be a JSON list of option dicts, e.g. \'[{"steps": 10, "lr": 15}]\'')
+    from run import reward_mask_options
+
+    grid = reward_mask_options(p, "--grid", args.grid)
 
     import torch
     from prefix_precision import compare

@@ -316,6 +316,26 @@ def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
     }
 
 
+def reward_mask_options(parser: argparse.ArgumentParser, flag: str, text: str) -> list[dict]:
+    """A flag's JSON list of option dicts for the reward's mask (on top of preset `reward`), each checked by
+    building the method, so a bad one fails before any model work with a message that names the flag."""
+    from atmanrl.errors import UserError
+    from atmanrl.saliency import make_method
+
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        parser.error(f"{flag} is not valid JSON ({e.msg}): {text}")
+    if not isinstance(options, list) or not all(isinstance(o, dict) for o in options):
+        parser.error(f'{flag} must be a JSON list of option dicts, e.g. \'[{{"steps": 8, "lr": 19}}]\'')
+    for o in options:
+        try:
+            make_method("learned", preset="reward", **o)
+        except (UserError, TypeError) as e:
+            parser.error(f"{flag}: {e}")
+    return options
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes, same keys (about 7 minutes)")
@@ -328,20 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         '\'[{"steps": 8, "lr": 19}]\' (no goal; written as p5_also)',
     )
     args = p.parse_args(argv)
-    try:
-        also = json.loads(args.p5_also)
-    except json.JSONDecodeError as e:
-        p.error(f"--p5-also is not valid JSON ({e.msg}): {args.p5_also}")
-    if not isinstance(also, list) or not all(isinstance(o, dict) for o in also):
-        p.error('--p5-also must be a JSON list of option dicts, e.g. \'[{"steps": 8, "lr": 19}]\'')
-    from atmanrl.errors import UserError
-    from atmanrl.saliency import make_method
-
-    for o in also:  # a bad option fails now, not after the benchmarks before p5 have run
-        try:
-            make_method("learned", preset="reward", **o)
-        except (UserError, TypeError) as e:
-            p.error(f"--p5-also: {e}")
+    also = reward_mask_options(p, "--p5-also", args.p5_also)
     if also and args.only and "p5" not in args.only.split(","):
         p.error("--p5-also needs p5: add it to --only")
     out = Path(args.out)

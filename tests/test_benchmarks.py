@@ -155,3 +155,19 @@ def test_mask_fidelity_compares_top_content_tokens():
     same_top = S(tokens=tokens, scores=[0.1, 0.0, 0.3, 0.9])
     assert mask_fidelity.top1_agree([ref], [ref]) == 1.0
     assert mask_fidelity.top1_agree([ref, ref], [moved, same_top]) == 0.5
+
+
+def test_reward_mask_options_fail_early_naming_the_flag(capsys):
+    """--p5-also / --grid: bad JSON, a non-list or an unknown option stops before any model work, naming the flag."""
+    import argparse
+
+    import pytest
+    import run
+
+    parser = argparse.ArgumentParser(prog="bench")
+    assert run.reward_mask_options(parser, "--grid", '[{"steps": 8, "lr": 19}]') == [{"steps": 8, "lr": 19}]
+    for text, says in (("[", "not valid JSON"), ('{"steps": 8}', "JSON list"), ('[{"stepz": 8}]', "stepz")):
+        with pytest.raises(SystemExit):
+            run.reward_mask_options(parser, "--grid", text)
+        err = capsys.readouterr().err
+        assert "--grid" in err and says in err
