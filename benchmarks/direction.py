@@ -197,12 +197,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--out", default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
-    try:
-        options = json.loads(args.saliency_options) if args.saliency_options else None
-    except json.JSONDecodeError as e:
-        ap.error(f"--saliency-options is not valid JSON ({e.msg}): {args.saliency_options}")
-    if options is not None and not isinstance(options, dict):
-        ap.error("--saliency-options must be a JSON object, e.g. '{\"steps\": 10}'")
+    options = None
+    if args.saliency_options:  # checked now: without a cache, a bad option would fail only after sampling
+        from run import reward_mask_options
+
+        options = reward_mask_options(ap, "--saliency-options", args.saliency_options, one=True)
 
     import torch
 

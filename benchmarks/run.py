@@ -316,9 +316,10 @@ def bench_scaling(model, tok, quick: bool, out: Path) -> dict:
     }
 
 
-def reward_mask_options(parser: argparse.ArgumentParser, flag: str, text: str) -> list[dict]:
-    """A flag's JSON list of option dicts for the reward's mask (on top of preset `reward`), each checked by
-    building the method, so a bad one fails before any model work with a message that names the flag."""
+def reward_mask_options(parser: argparse.ArgumentParser, flag: str, text: str, one: bool = False):
+    """A flag's JSON list of option dicts for the reward's mask (on top of preset `reward`), or with `one` a single
+    dict, each checked by building the method, so a bad one fails before any model work with a message that names
+    the flag."""
     from atmanrl.errors import UserError
     from atmanrl.saliency import make_method
 
@@ -326,9 +327,18 @@ def reward_mask_options(parser: argparse.ArgumentParser, flag: str, text: str) -
         options = json.loads(text)
     except json.JSONDecodeError as e:
         parser.error(f"{flag} is not valid JSON ({e.msg}): {text}")
-    if not isinstance(options, list) or not all(isinstance(o, dict) for o in options):
-        parser.error(f'{flag} must be a JSON list of option dicts, e.g. \'[{{"steps": 8, "lr": 19}}]\'')
-    for o in options:
+    items = [options] if one else options
+    if not isinstance(items, list) or not all(isinstance(o, dict) for o in items):
+        example = '{"steps": 8, "lr": 19}'
+        parser.error(
+            f"{flag} must be "
+            + (
+                f"a JSON object, e.g. '{example}'"
+                if one
+                else f"a JSON list of option dicts, e.g. '[{example}]'"
+            )
+        )
+    for o in items:
         try:
             make_method("learned", preset="reward", **o)
         except (UserError, TypeError) as e:

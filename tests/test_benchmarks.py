@@ -171,3 +171,10 @@ def test_reward_mask_options_fail_early_naming_the_flag(capsys):
             run.reward_mask_options(parser, "--grid", text)
         err = capsys.readouterr().err
         assert "--grid" in err and says in err
+    # one object (direction.py --saliency-options): the same checks, and a list is refused
+    assert run.reward_mask_options(parser, "--saliency-options", '{"steps": 8}', one=True) == {"steps": 8}
+    for text, says in (('[{"steps": 8}]', "JSON object"), ('{"stepz": 8}', "stepz")):
+        with pytest.raises(SystemExit):
+            run.reward_mask_options(parser, "--saliency-options", text, one=True)
+        err = capsys.readouterr().err
+        assert "--saliency-options" in err and says in err
