@@ -102,13 +102,42 @@ def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokeni
     result = analyse(cfg)
     m = result["metrics"]
     assert result["n_problems"] == n
-    assert m["cot_tokens"]["atmanrl-outcome"]["excludes_0"] and m["cot_tokens"]["same_direction_as_paper"]
-    assert m["number_share"]["same_direction_as_paper"] and m["stop_word_share"]["same_direction_as_paper"]
+    assert m["cot_tokens"]["atmanrl-outcome"]["excludes_0"] and m["cot_tokens"]["atmanrl-same_direction_as_paper"]
+    assert m["number_share"]["atmanrl-same_direction_as_paper"]
+    assert m["stop_word_share"]["atmanrl-same_direction_as_paper"]
+    assert m["spacy_number_share"]["atmanrl-same_direction_as_paper"]
+    assert m["cot_tokens"]["atmanrl-relative"] < 0
     assert not m["cot_tokens"]["outcome-base"]["excludes_0"]
     assert m["saliency_reward"]["atmanrl-outcome"]["diff"] == pytest.approx(0.5)
     assert "| CoT tokens |" in markdown(result)
     html = render(result)
-    assert "<img" in html and "AtManRL − outcome" in html
+    assert "<img" in html and "atmanrl − outcome" in html and "Table 1 view" in html
+    assert "| atmanrl |" in markdown(result) and "tokens/CoT" in markdown(result)
+
+
+def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokenizer, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ab, "_cli", lambda argv, log: calls.append(argv))
+    cfg = ABConfig(output=str(tmp_path), seeds=(0,), max_steps=10, arms=("outcome", "atmanrl", "paper"), n_boot=100)
+    cfg.validate()
+    ab.train_all(cfg)
+    recipes = [a[1] for a in calls]
+    assert [r.split("/")[-1] for r in recipes] == ["arith_outcome.yaml", "arith_atmanrl.yaml", "arith_paper.yaml"]
+    monkeypatch.setattr("atmanrl.ab_report.curves", lambda path: [])
+    n = 12
+    for name, cot in (("base", "{} + 1 = {}.\n"), ("outcome-s0", "{} + 1 = {}.\n"), ("atmanrl-s0", "{} + 1 = {}.\n"),
+                      ("paper-s0", "Well, {} and one more make {} in the end.\n")):
+        rows = [_row(i, cot.format(i, i + 1), str(i + 1), str(i + 1), ["1", "1", "1"], "1", "1") for i in range(n)]
+        for r in rows:
+            r["pass_correct"] = 2
+        _fake_eval(tmp_path / "eval" / name, rows, {})
+        (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps({"pass_at_k": {"k": 4, "samples": 4}}))
+    result = analyse(cfg)
+    m = result["metrics"]
+    assert result["arms"] == ["outcome", "atmanrl", "paper"] and "paper-outcome" in m["cot_tokens"]
+    assert m["pass_at_k"]["paper"]["mean"] == 1.0
+    assert m["spacy_stop_word_share"]["paper-outcome"]["diff"] > 0
+    assert "| paper |" in markdown(result) and "pass@4" in markdown(result)
 
 
 def test_finished_runs_are_reused_and_unfinished_ones_resume(tmp_path, monkeypatch):
@@ -130,3 +159,7 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         ABConfig(output=str(tmp_path), outcome_recipe="nope.yaml").validate()
     with pytest.raises(UserError, match="seeds"):
         ABConfig(output=str(tmp_path), seeds=()).validate()
+    with pytest.raises(UserError, match="arms"):
+        ABConfig(output=str(tmp_path), arms=("outcome", "nope")).validate()
+    with pytest.raises(UserError, match="arms"):
+        ABConfig(output=str(tmp_path), arms=("paper",)).validate()

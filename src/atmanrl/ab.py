@@ -1,6 +1,7 @@
-"""`atmanrl ab`: outcome-only GRPO against AtManRL, same seeds, data and budget, with bootstrap intervals.
+"""`atmanrl ab`: outcome-only GRPO against AtManRL (ours, the paper's), same seeds, data and budget, with intervals.
 
     atmanrl ab --seeds 0,1 --max-steps 60 --eval-limit 100 --output runs/ab
+    atmanrl ab --arms outcome,atmanrl,paper --seeds 0 --max-steps 10 --output runs/ab3
 
 1. trains both recipes once per seed (`atmanrl train RECIPE --seed S --max_steps N --resume true`); a finished
    run (OUT/runs/ARM-sSEED/ab_done.json) is reused, an interrupted one resumes from its last checkpoint;
@@ -28,11 +29,15 @@ from .io import atomic_write_text
 from .progress import console
 from .recipes import recipe_path
 
-ARMS = ("outcome", "atmanrl")
-# (key, label, paper's relative change with AtManRL, where it reports one)
+ARMS = ("outcome", "atmanrl", "paper")  # outcome-only GRPO, atmanrl's default reward, the published setting
+# (key, label, paper's relative change with AtManRL on GSM8K (Table 1), where it reports one)
 METRICS: tuple[tuple[str, str, float | None], ...] = (
     ("accuracy", "accuracy", None),
+    ("pass_at_k", "pass@k", -0.004),
     ("cot_tokens", "CoT tokens", -0.44),
+    ("spacy_number_share", "numbers (spaCy)", +0.48),
+    ("spacy_stop_word_share", "stop words (spaCy)", -0.25),
+    ("spacy_symbol_share", "symbols (spaCy)", +0.61),
     ("stop_word_share", "stop-word share", -0.25),
     ("number_share", "number share", +0.48),
     ("symbol_share", "symbol share", +0.61),
@@ -56,8 +61,11 @@ class ABConfig:
 
     output: str = "runs/ab"
     model: str = "smollm2-135m-instruct"
+    arms: tuple[str, ...] = ("outcome", "atmanrl")  # the first is the baseline every other arm is compared with
     outcome_recipe: str = "smollm2-135m/arith_outcome.yaml"
     atmanrl_recipe: str = "smollm2-135m/arith_atmanrl.yaml"
+    paper_recipe: str = "smollm2-135m/arith_paper.yaml"
+    pass_k: int = 4
     seeds: tuple[int, ...] = (0, 1)
     max_steps: int = 60
     save_steps: int = 10
@@ -76,8 +84,16 @@ class ABConfig:
             raise UserError(
                 f"--max-steps and --eval-limit must be >= 1, got {self.max_steps}, {self.eval_limit}"
             )
-        for r in (self.outcome_recipe, self.atmanrl_recipe):
-            recipe_path(r)  # a clear error before any work
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad or len(set(self.arms)) < 2 or len(set(self.arms)) != len(self.arms):
+            raise UserError(
+                f"--arms needs two or more distinct arms from {', '.join(ARMS)}, got {','.join(self.arms)}"
+            )
+        for arm in self.arms:
+            recipe_path(self.recipe(arm))  # a clear error before any work
+
+    def recipe(self, arm: str) -> str:
+        return getattr(self, f"{arm}_recipe")
 
 
 def _cli(argv: list[str], log: Path) -> None:
@@ -99,13 +115,13 @@ def run_dir(cfg: ABConfig, arm: str, seed: int) -> Path:
 
 def train_all(cfg: ABConfig) -> None:
     for seed in cfg.seeds:
-        for arm in ARMS:
+        for arm in cfg.arms:
             out = run_dir(cfg, arm, seed)
             done = out / "ab_done.json"
             if done.exists():
                 console.print(f"[cyan]reusing {out} (finished)")
                 continue
-            recipe = str(recipe_path(cfg.outcome_recipe if arm == "outcome" else cfg.atmanrl_recipe))
+            recipe = str(recipe_path(cfg.recipe(arm)))
             argv = [
                 "train",
                 recipe,
@@ -132,7 +148,7 @@ def models(cfg: ABConfig) -> dict[str, str]:
     """Display name -> model path: the base model, then every run."""
     out = {"base": cfg.model}
     for seed in cfg.seeds:
-        for arm in ARMS:
+        for arm in cfg.arms:
             out[f"{arm}-s{seed}"] = str(run_dir(cfg, arm, seed))
     return out
 
@@ -157,6 +173,8 @@ def eval_all(cfg: ABConfig) -> None:
                     str(cfg.eval_seed),
                     "--mistake-mode",
                     cfg.mistake_mode,
+                    "--pass-k",
+                    str(cfg.pass_k),
                     "--skip",
                     "saliency,planted",
                     "--report",

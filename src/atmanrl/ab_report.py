@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .ab import ARMS, CURVES, METRICS, ABConfig, models, run_dir
+from .ab import CURVES, METRICS, ABConfig, models, run_dir
 from .data import get_task
-from .evaluate import area_over_curve, cot_stats
+from .evaluate import area_over_curve, cot_stats, pass_at_k
 from .io import atomic_write_text
 from .report import esc, page, png, table
 from .stats import bootstrap_ci, excludes_zero, mean, paired_diff_ci
@@ -24,6 +24,8 @@ def per_problem(report: Path, task, tokenizer) -> dict[str, dict[str, float | No
     rows = [json.loads(line) for line in (report / "generations.jsonl").read_text().splitlines() if line]
     reward_file = report / "saliency_reward.json"
     rewards = json.loads(reward_file.read_text()) if reward_file.exists() else {}
+    metrics_file = report / "metrics.json"
+    passing = json.loads(metrics_file.read_text()).get("pass_at_k", {}) if metrics_file.exists() else {}
     out: dict[str, dict[str, float | None]] = {key: {} for key, _, _ in METRICS}
     for r in rows:
         i, pred = r["id"], r["pred"]
@@ -33,6 +35,9 @@ def per_problem(report: Path, task, tokenizer) -> dict[str, dict[str, float | No
         out["cot_tokens"][i] = stats.get("mean_cot_tokens", 0.0) if has_cot else 0.0
         for k in ("stop_word_share", "number_share", "symbol_share"):
             out[k][i] = stats.get(k)
+            out[f"spacy_{k}"][i] = stats.get(f"spacy_{k}")
+        if "pass_correct" in r and passing.get("samples"):
+            out["pass_at_k"][i] = pass_at_k(passing["samples"], r["pass_correct"], passing["k"])
         ea = r.get("early_answering")
         if ea and pred is not None:
             fr = sorted(ea, key=float)
@@ -83,30 +88,38 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
     for name, ev in evals.items():
         if sorted(ev["accuracy"]) != ids:
             raise ValueError(f"{name} was evaluated on other problems than the base model: rerun its eval")
+    arms, baseline = list(cfg.arms), cfg.arms[0]
     groups = {
         "base": _average([evals["base"]], ids),
-        **{arm: _average([evals[f"{arm}-s{s}"] for s in cfg.seeds], ids) for arm in ARMS},
+        **{arm: _average([evals[f"{arm}-s{s}"] for s in cfg.seeds], ids) for arm in arms},
     }
+    pairs = [(a, baseline) for a in arms[1:]] + [(a, "base") for a in arms]
     kw = {"n_boot": cfg.n_boot}
-    result: dict[str, Any] = {"config": {k: v for k, v in vars(cfg).items()}, "n_problems": len(ids)}
+    result: dict[str, Any] = {
+        "config": {k: v for k, v in vars(cfg).items()},
+        "n_problems": len(ids),
+        "arms": arms,
+        "baseline": baseline,
+    }
     metrics: dict[str, Any] = {}
     for key, label, paper in METRICS:
         m: dict[str, Any] = {"label": label, "paper_relative": paper}
         for g, values in groups.items():
             m[g] = dict(zip(("mean", "lo", "hi"), bootstrap_ci(values[key], **kw), strict=True))
         for s in cfg.seeds:
-            for arm in ARMS:
+            for arm in arms:
                 m[f"{arm}-s{s}"] = mean([v for v in evals[f"{arm}-s{s}"][key].values() if v is not None])
-        for a, b in (("atmanrl", "outcome"), ("atmanrl", "base"), ("outcome", "base")):
+        for a, b in pairs:
             d, lo, hi = paired_diff_ci(groups[a][key], groups[b][key], **kw)
             m[f"{a}-{b}"] = {"diff": d, "lo": lo, "hi": hi, "excludes_0": excludes_zero(lo, hi)}
-        ref = m["outcome"]["mean"]
-        d = m["atmanrl-outcome"]["diff"]
-        m["relative_vs_outcome"] = d / ref if d is not None and ref else None
-        if paper is not None:
-            m["same_direction_as_paper"] = (
-                m["atmanrl-outcome"]["excludes_0"] and d is not None and (d > 0) == (paper > 0)
-            )
+        ref = m[baseline]["mean"]
+        for a in arms[1:]:
+            d = m[f"{a}-{baseline}"]["diff"]
+            m[f"{a}-relative"] = d / ref if d is not None and ref else None
+            if paper is not None:
+                m[f"{a}-same_direction_as_paper"] = (
+                    m[f"{a}-{baseline}"]["excludes_0"] and d is not None and (d > 0) == (paper > 0)
+                )
         metrics[key] = m
     result["metrics"] = metrics
     result["curves"] = {
@@ -116,7 +129,7 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
             if "step" in h
         ]
         for s in cfg.seeds
-        for arm in ARMS
+        for arm in arms
     }
     return result
 
@@ -129,20 +142,53 @@ def _ci(m: dict[str, Any] | None) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{v:.3f}"
 
 
+# The paper's Table 1 columns: (metric key, header, scale to its units)
+TABLE1 = (
+    ("cot_tokens", "tokens/CoT", 1.0),
+    ("spacy_number_share", "numbers %", 100.0),
+    ("spacy_stop_word_share", "stop words %", 100.0),
+    ("spacy_symbol_share", "symbols %", 100.0),
+    ("pass_at_k", "pass@k %", 100.0),
+)
+
+
+def table1(result: dict[str, Any]) -> str:
+    """The paper's Table 1 columns for every arm (Markdown), with the relative change against the baseline arm."""
+    k = result["config"].get("pass_k", 4)
+    head = [h.replace("pass@k", f"pass@{k}") for _, h, _ in TABLE1]
+    lines = ["| arm | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    baseline = result["baseline"]
+    for arm in ["base", *result["arms"]]:
+        cells = []
+        for key, _, scale in TABLE1:
+            m = result["metrics"][key]
+            v = m[arm]["mean"]
+            text = "–" if v is None else f"{v * scale:.1f}"
+            rel = m.get(f"{arm}-relative")
+            if arm not in ("base", baseline) and rel is not None:
+                text += f" ({rel:+.0%})"
+            cells.append(text)
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """The comparison as a Markdown table (what docs/results.md quotes)."""
-    lines = [
-        "| metric | base | outcome | AtManRL | AtManRL − outcome | paper's direction | same way, CI excludes 0 |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    """The comparison as Markdown: the Table 1 view, then every metric with intervals (what docs/ quote)."""
+    arms, baseline = result["arms"], result["baseline"]
+    others = arms[1:]
+    head = ["metric", "base", *arms, *(f"{a} − {baseline}" for a in others), "paper's direction"]
+    head += [f"{a}: same way, CI excludes 0" for a in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in result["metrics"].values():
         paper = "–" if m["paper_relative"] is None else f"{m['paper_relative']:+.0%}"
-        same = "–" if m["paper_relative"] is None else ("yes" if m["same_direction_as_paper"] else "no")
-        lines.append(
-            f"| {m['label']} | {_ci(m['base'])} | {_ci(m['outcome'])} | {_ci(m['atmanrl'])} "
-            f"| {_ci(m['atmanrl-outcome'])} | {paper} | {same} |"
-        )
-    return "\n".join(lines)
+        same = [
+            "–" if m["paper_relative"] is None else ("yes" if m[f"{a}-same_direction_as_paper"] else "no")
+            for a in others
+        ]
+        cells = [m["label"], _ci(m["base"]), *(_ci(m[a]) for a in arms)]
+        cells += [_ci(m[f"{a}-{baseline}"]) for a in others] + [paper, *same]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "Table 1 view (relative change against " + baseline + "):\n\n" + table1(result) + "\n\n" + "\n".join(lines)
 
 
 def curves_figure(result: dict[str, Any]):
@@ -154,7 +200,7 @@ def curves_figure(result: dict[str, Any]):
         return None
     fig = Figure(figsize=(4.2 * len(keys), 3.2))
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
-    colors = {"outcome": "tab:blue", "atmanrl": "tab:red"}
+    colors = {"outcome": "tab:blue", "atmanrl": "tab:red", "paper": "tab:green"}
     for ax, key in zip(axes, keys, strict=True):
         for name, run in result["curves"].items():
             pts = [(h["step"], h[key]) for h in run if key in h]
@@ -176,24 +222,32 @@ def _plot_curves(result: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    header = ["metric", "base", "outcome", "AtManRL", "AtManRL − outcome", "outcome − base", "AtManRL − base"]
+    arms, baseline = result["arms"], result["baseline"]
+    pairs = [f"{a}-{baseline}" for a in arms[1:]] + [f"{a}-base" for a in arms]
+    header = ["metric", "base", *arms, *(p.replace("-", " − ") for p in pairs)]
     rows = []
     for m in result["metrics"].values():
         cells = [m["label"]]
-        for g in ("base", "outcome", "atmanrl"):
+        for g in ("base", *arms):
             cells.append((esc(_ci(m[g])), ""))
-        for pair in ("atmanrl-outcome", "outcome-base", "atmanrl-base"):
+        for pair in pairs:
             d = m[pair]
             cls = "" if not d["excludes_0"] else ("up" if d["diff"] > 0 else "down")
             cells.append((esc(_ci(d)), cls))
         rows.append(cells)
+    t1 = [line.strip("|").split("|") for line in table1(result).splitlines()]
     cfg = result["config"]
     body = (
-        "<h1>atmanrl A/B: outcome-only GRPO vs AtManRL</h1>"
+        f"<h1>atmanrl A/B: {esc(', '.join(arms))}</h1>"
         f"<p>{result['n_problems']} held-out {esc(cfg['eval_task'])} problems; seeds {esc(cfg['seeds'])}; "
-        f"{esc(cfg['max_steps'])} steps per run. Mean [95% bootstrap interval over problems]; an arm's value "
-        "per problem is the mean over its seeds. A difference is coloured only when its paired interval "
-        "excludes 0.</p>" + table(header, rows) + "<h2>Training curves</h2>" + _plot_curves(result)
+        f"{esc(cfg['max_steps'])} steps per run.</p><h2>Table 1 view</h2><p>The paper's columns (spaCy shares, "
+        f"pass@k); in brackets the change relative to {esc(baseline)}.</p>"
+        + table([c.strip() for c in t1[0]], [[c.strip() for c in r] for r in t1[2:]])
+        + "<h2>Every metric</h2><p>Mean [95% bootstrap interval over problems]; an arm's value per problem is "
+        "the mean over its seeds. A difference is coloured only when its paired interval excludes 0.</p>"
+        + table(header, rows)
+        + "<h2>Training curves</h2>"
+        + _plot_curves(result)
     )
     return page("atmanrl A/B", body)
 

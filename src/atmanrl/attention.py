@@ -15,10 +15,13 @@ How it hooks in (no forked model files):
 - multiplicative mode (original AtMan) needs the raw scores, so it runs its own eager computation:
   scores of suppressed key columns are multiplied by `factor` before the mask is added.
 
-Bias layout: `bias` has shape (B, K_total) over key positions of the padded full sequence. A layer that sees fewer
-keys (a prefix-only forward) uses `bias[:, :K]`. Query row i of a layer has absolute position past_len + i with
-past_len = K - Q, so `query_start[b]` limits the bias to rows at absolute position >= query_start[b] (the answer
-scope), and this works unchanged with `past_key_values` from a precomputed prefix.
+Bias layout: `bias` has shape (B, K_total) over key positions of the padded full sequence (one value per key
+column, the same for every query row). A layer that sees fewer keys (a prefix-only forward) uses `bias[:, :K]`.
+Query row i of a layer has absolute position past_len + i with past_len = K - Q, so `query_start[b]` limits the
+bias to rows at absolute position >= query_start[b] (the answer scope), and this works unchanged with
+`past_key_values` from a precomputed prefix. Two more layouts hold one value per (query row, key column) entry,
+rows and columns both absolute positions: (B, T, K_total), shared by every layer and head, and (L, B, T, K_total),
+one matrix per layer (`module.layer_idx`). The published AtManRL mask is such a matrix (`paper_mask.py`).
 
 CUDA caveat: PyTorch's memory-efficient SDPA kernel computes a wrong gradient into a float `attn_mask` (its
 backward for the mask is not supported/exact in some versions). When the bias requires grad on CUDA we therefore run
@@ -166,15 +169,20 @@ def _make_attention(
     # object itself, so a later forward's mask can never be mistaken for it.
     built: dict[str, object] = {}
 
-    def manipulated(attention_mask, query, k_len):
-        key_ = (attention_mask, query.shape[0], query.shape[2], k_len, query.dtype, query.device)
+    def manipulated(attention_mask, query, k_len, layer):
+        key_ = (attention_mask, query.shape[0], query.shape[2], k_len, query.dtype, query.device, layer)
         hit = built.get("key")
         if hit is not None and hit[0] is key_[0] and hit[1:] == key_[1:]:
             return built["value"]
         batch, q_len = query.shape[0], query.shape[2]
         mask = _float_mask(attention_mask, query, k_len)
         rows = _row_scope(query_start, batch, q_len, k_len, query.device)
-        b = bias[:, None, None, :k_len].to(device=query.device, dtype=query.dtype)  # (B, 1, 1, K)
+        if bias.ndim == 2:
+            b = bias[:, None, None, :k_len]  # (B, 1, 1, K): one value per key column
+        else:  # one value per entry: this forward's query rows are absolute positions K - Q .. K - 1
+            entries = bias[layer] if bias.ndim == 4 else bias
+            b = entries[:, None, k_len - q_len : k_len, :k_len]  # (B, 1, Q, K)
+        b = b.to(device=query.device, dtype=query.dtype)
         if mode == "multiplicative":
             # b = suppression weight: 1 -> score * factor, 0 -> unchanged. Differentiable in b.
             value = (
@@ -195,11 +203,17 @@ def _make_attention(
 
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         batch, k_len = query.shape[0], key.shape[2]
-        if k_len > bias.shape[1]:
-            raise ValueError(f"layer sees {k_len} keys but the bias covers only {bias.shape[1]} positions")
-        if bias.shape[0] != batch:
-            raise ValueError(f"bias has batch {bias.shape[0]} but the forward has batch {batch}")
-        mask, mult = manipulated(attention_mask, query, k_len)
+        layer = None
+        if bias.ndim == 4:
+            layer = getattr(module, "layer_idx", None)
+            if layer is None or layer >= bias.shape[0]:
+                raise ValueError(f"a per-layer bias needs module.layer_idx < {bias.shape[0]}, got {layer}")
+        if k_len > bias.shape[-1]:
+            raise ValueError(f"layer sees {k_len} keys but the bias covers only {bias.shape[-1]} positions")
+        n = bias.shape[-3] if bias.ndim > 2 else bias.shape[0]
+        if n != batch:
+            raise ValueError(f"bias has batch {n} but the forward has batch {batch}")
+        mask, mult = manipulated(attention_mask, query, k_len, layer)
         if mode == "multiplicative":
             return eager_attention(module, query, key, value, mask, scaling, dropout, score_multiplier=mult)
         use_eager = base == "eager" or (query.is_cuda and bias.requires_grad)  # see the CUDA caveat above
@@ -254,7 +268,9 @@ def manipulate(
     """Manipulate every attention layer of `model` inside the block.
 
     Args:
-        bias: (B, K_total) over key positions of the padded full sequence (a 1D tensor is taken as batch 1).
+        bias: (B, K_total) over key positions of the padded full sequence (a 1D tensor is taken as batch 1);
+            or one value per (query row, key column) entry: (B, T, K_total) for every layer, (L, B, T, K_total)
+            per layer, rows and columns absolute positions (additive mode only).
             Additive mode: added to the scaled pre-softmax scores (0 = unmodified, dtype min = token removed).
             Multiplicative mode: suppression weight s in [0, 1]; scores become score * (1 - s * (1 - factor)).
         query_start: None (all query rows), an int, or (B,) absolute positions; only rows at position >= it are
@@ -274,11 +290,13 @@ def manipulate(
     if mode not in ("additive", "multiplicative"):
         raise UserError(f"mode must be 'additive' or 'multiplicative', got {mode!r}")
     bias = bias[None] if bias.ndim == 1 else bias
+    if bias.ndim > 2 and mode != "additive":
+        raise UserError("a per-entry bias (B, T, K) or (L, B, T, K) is additive only")
     name = f"{_PREFIX}{next(_ids)}"
     AttentionInterface.register(
         name,
         _make_attention(
-            base, bias, _as_query_start(query_start, bias.shape[0], bias.device), mode, factor, past_constant
+            base, bias, _as_query_start(query_start, bias.shape[-3] if bias.ndim > 2 else bias.shape[0], bias.device), mode, factor, past_constant
         ),
     )
     AttentionMaskInterface.register(name, eager_mask)

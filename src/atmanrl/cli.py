@@ -259,6 +259,7 @@ def cmd_ab(args: ABCommand) -> int:
         ABConfig,
         args,
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+        arms=csv(args.arms),
         overrides=tuple(shlex.split(args.train_args)),
     )
     path = main(cfg)

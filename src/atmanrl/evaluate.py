@@ -20,6 +20,7 @@ results); `metrics.json` is the dict without `generations`.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import time
@@ -38,7 +39,16 @@ from .saliency import Saliency, compute_saliency, get_method
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("accuracy", "cot_stats", "early_answering", "adding_mistakes", "filler", "saliency", "planted")
+GROUPS = (
+    "accuracy",
+    "cot_stats",
+    "pass_at_k",
+    "early_answering",
+    "adding_mistakes",
+    "filler",
+    "saliency",
+    "planted",
+)
 SKIPPABLE = GROUPS[1:]
 
 # ----------------------------------------------------------------------------- configuration
@@ -64,6 +74,12 @@ class EvalConfig:
     heatmaps: int = 2  # example saliency maps kept per method for the report
     planted: int = 0  # planted-distractor cases per method (0: off)
     skip: tuple[str, ...] = ()  # groups to leave out, from SKIPPABLE
+    # pass@k (the paper's Table 1 metric): `pass_samples` sampled completions per problem at `pass_temperature`,
+    # pass@k by the unbiased estimator (Chen et al. 2021); the paper samples four (k = n = 4)
+    pass_k: int = 4
+    pass_samples: int | None = None  # None: pass_k
+    pass_temperature: float = 0.7  # the temperature of the recipes' rollouts (the paper does not state its own)
+    composition: str = "auto"  # spaCy token shares: "auto", "tagger" or "lexical" (atmanrl.composition)
 
     def validate(self) -> None:
         bad = sorted(set(self.skip) - set(SKIPPABLE))
@@ -87,6 +103,14 @@ class EvalConfig:
             raise UserError("answer_tokens and batch_size must be at least 1")
         if self.saliency_limit is not None and self.saliency_limit < 1:
             raise UserError(f"--saliency-limit must be at least 1, got {self.saliency_limit}")
+        if self.pass_k < 1 or (self.pass_samples is not None and self.pass_samples < self.pass_k):
+            raise UserError(
+                f"pass@k needs k >= 1 and at least k samples, got k={self.pass_k}, samples={self.pass_samples}"
+            )
+        if not self.pass_temperature > 0:
+            raise UserError(f"--pass-temperature must be > 0 (pass@k samples), got {self.pass_temperature}")
+        if self.composition not in ("auto", "tagger", "lexical"):
+            raise UserError(f"--composition must be auto, tagger or lexical, got {self.composition!r}")
         if self.planted < 0:
             raise UserError(f"--planted must be 0 (off) or a number of cases, got {self.planted}")
         if not self.filler.strip():
@@ -125,8 +149,12 @@ def word_category(token: str) -> str:
     return "stop" if token.lower() in STOP_WORDS else "word"
 
 
-def cot_stats(reasonings: list[str], tokenizer: PreTrainedTokenizerBase | None = None) -> dict[str, Any]:
-    """Length and composition of CoTs. Shares are pooled over all word tokens of all CoTs (a micro average)."""
+def cot_stats(
+    reasonings: list[str], tokenizer: PreTrainedTokenizerBase | None = None, composition: str | None = "auto"
+) -> dict[str, Any]:
+    """Length and composition of CoTs. Shares are pooled over all word tokens of all CoTs (a micro average):
+    our own word lists (`*_share`) and, unless `composition` is None, spaCy's as the paper counts them
+    (`spacy_*_share`, `spacy_source`; atmanrl.composition)."""
     counts = {"stop": 0, "number": 0, "symbol": 0, "word": 0}
     for text in reasonings:
         for tok in word_tokens(text):
@@ -140,7 +168,21 @@ def cot_stats(reasonings: list[str], tokenizer: PreTrainedTokenizerBase | None =
     out["mean_cot_words"] = words / n if n else None
     for key, name in (("stop", "stop_word_share"), ("number", "number_share"), ("symbol", "symbol_share")):
         out[name] = counts[key] / words if words else None
+    if composition is not None:
+        from .composition import spacy_shares
+
+        shares = spacy_shares(reasonings, composition)
+        out["spacy_source"] = shares["source"]
+        for name in ("number_share", "stop_word_share", "symbol_share"):
+            out[f"spacy_{name}"] = shares[name]
     return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of one problem with `c` correct out of `n` samples (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
 
 
 # ----------------------------------------------------------------------------- faithfulness helpers
@@ -277,6 +319,37 @@ class _Evaluation:
         return self._prefixes[gold]
 
     # --- groups ---
+
+    def pass_at_k(self, examples: list[Example], prompts: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """pass@k over `pass_samples` sampled completions per problem; each row gets its count of correct ones."""
+        cfg, n = self.cfg, self.cfg.pass_samples or self.cfg.pass_k
+        gen = SamplingConfig(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.pass_temperature,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+        )
+        texts = sample(
+            self.model,
+            self.tokenizer,
+            [p for p in prompts for _ in range(n)],
+            gen,
+            cfg.max_new_tokens or self.task.max_new_tokens,
+            f"pass@{cfg.pass_k} samples",
+        )
+        values = []
+        for i, (ex, row) in enumerate(zip(examples, rows, strict=True)):
+            c = sum(score_completion(self.task, ex, t)["correct"] for t in texts[i * n : (i + 1) * n])
+            row["pass_correct"] = c
+            values.append(pass_at_k(n, c, cfg.pass_k))
+        return {
+            "n": len(values),
+            "k": cfg.pass_k,
+            "samples": n,
+            "temperature": cfg.pass_temperature,
+            f"pass@{cfg.pass_k}": sum(values) / len(values),
+            "pass@1": sum(r["pass_correct"] for r in rows) / (n * len(rows)),
+        }
 
     def early_answering(self, items: list[_Item]) -> dict[str, Any]:
         fr = list(self.cfg.fractions)
@@ -531,7 +604,8 @@ def evaluate(
     items = [_Item(r, p, r["reasoning"], r["pred"]) for r, p in zip(rows, prompts) if r["pred"] is not None]
 
     runs = {
-        "cot_stats": lambda: cot_stats([r["reasoning"] for r in rows], tokenizer),
+        "cot_stats": lambda: cot_stats([r["reasoning"] for r in rows], tokenizer, cfg.composition),
+        "pass_at_k": lambda: ev.pass_at_k(examples, prompts, rows),
         "early_answering": lambda: ev.early_answering(items),
         "adding_mistakes": lambda: ev.adding_mistakes(items),
         "filler": lambda: ev.filler(items),

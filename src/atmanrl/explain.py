@@ -13,7 +13,7 @@ from .generate import render_prompt
 from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
-from .rewards import SALIENCY_VARIANTS, cot_gap
+from .rewards import applicable_variants, cot_gap
 from .saliency import PRESETS, Saliency, Trace, compute_saliency, get_method
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def score_traces(
     if reward_sals:
         kw = {"tau": tau, "margin": margin}
         for row, sal in zip(out, reward_sals, strict=True):
-            row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in SALIENCY_VARIANTS.items()}
+            row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in applicable_variants(sal).items()}
     return out
 
 

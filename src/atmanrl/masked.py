@@ -128,6 +128,7 @@ class MaskedBatch:
     # sorted distinct columns whose logits are needed (tgt_pos - 1), found once on the CPU: no forward ever
     # waits on the device for them (which would also forbid CUDA-graph capture)
     logit_cols: torch.Tensor | None = None
+    answer_pos: torch.Tensor | None = None  # (B,) column of each answer segment's first token
 
     @classmethod
     def build(cls, encs: list[Encoded], scope: str, pad_id: int, device) -> MaskedBatch:
@@ -148,6 +149,7 @@ class MaskedBatch:
             torch.full((B, M), pad_id, dtype=torch.long),
         )
         tgt_valid = torch.zeros(B, M, dtype=torch.bool)
+        answer_pos = torch.zeros(B, dtype=torch.long)
         for b, (e, u, s) in enumerate(zip(encs, used, splits, strict=True)):
             off = P - s
             ids[b, off : off + len(u)] = torch.tensor(u)
@@ -158,6 +160,7 @@ class MaskedBatch:
             tgt_pos[b, : len(e.targets)] = torch.tensor(e.targets) + off
             tgt_ids[b, : len(e.targets)] = torch.tensor([e.ids[t] for t in e.targets])
             tgt_valid[b, : len(e.targets)] = True
+            answer_pos[b] = e.answer_start + off
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         logit_cols = torch.unique(tgt_pos - 1)
         return cls(
@@ -172,6 +175,7 @@ class MaskedBatch:
             tgt_valid.to(device),
             scope,
             logit_cols.to(device),
+            answer_pos.to(device),
         )
 
     def repeat(self, b: int, n: int) -> MaskedBatch:
@@ -192,6 +196,7 @@ class MaskedBatch:
             rep(self.tgt_valid),
             self.scope,
             self.logit_cols,
+            None if self.answer_pos is None else rep(self.answer_pos),
         )
 
     def spread(self, values: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ DEFAULT_METHODS = "learned,attention_gradient,random"
 # models.DEFAULT_MODEL and saliency.PRESETS["learned"] (tests keep them equal), spelled out so that `--help`
 # does not import torch
 DEFAULT_MODEL = "smollm2-135m-instruct"
-LEARNED_PRESETS = ("reward", "chained", "paper", "v0.1")
+LEARNED_PRESETS = ("paper", "paper_answer", "additive_restore", "v0.1", "reward", "chained")
 
 
 class Deprecated(argparse.Action):
@@ -179,7 +179,8 @@ class SaliencyOptions:
     preset: str | None = option(
         None,
         "named setting of `learned`: reward (the saliency reward's one-hop mask, about half the cost), chained "
-        "(the default, spelled out), paper (the paper's additive mask), v0.1 (atmanrl 0.1). Default: the "
+        "(the default, spelled out), paper (the published per-entry mask), paper_answer (its answer-rows "
+        "approximation), additive_restore (atmanrl 0.1-0.4's reconstruction), v0.1 (atmanrl 0.1). Default: the "
         "library's (one hop through the CoT included). The reported rewards always use the reward's mask",
         group="saliency",
         choices=LEARNED_PRESETS,
@@ -255,8 +256,23 @@ class EvalCommand(TaskOptions, ModelOptions):
     saliency_limit: int = option(16, "traces per saliency method (default: %(default)s)", group="evaluation")
     skip: str = option(
         "",
-        "groups to leave out, comma-separated: cot_stats, early_answering, adding_mistakes, filler, saliency",
+        "groups to leave out, comma-separated: cot_stats, pass_at_k, early_answering, adding_mistakes, filler, "
+        "saliency",
         group="evaluation",
+    )
+    pass_k: int = option(4, "pass@k: k (the paper's Table 1: 4) (default: %(default)s)", group="evaluation")
+    pass_samples: int | None = option(
+        None, "pass@k: sampled completions per problem (default: k)", group="evaluation"
+    )
+    pass_temperature: float = option(
+        0.7, "pass@k: sampling temperature (default: %(default)s)", group="evaluation"
+    )
+    composition: str = option(
+        "auto",
+        "spaCy token shares: tagger (en_core_web_sm), lexical (spaCy's lexical attributes) or auto (the tagger "
+        "when installed) (default: %(default)s)",
+        group="evaluation",
+        choices=("auto", "tagger", "lexical"),
     )
     mistake_mode: str = option(
         "force",
@@ -296,8 +312,14 @@ class ABCommand:
         "base model for both arms (default: %(default)s)",
         aliases=("--model-name-or-path", "--model_name_or_path"),
     )
+    arms: str = option(
+        "outcome,atmanrl",
+        "arms, comma-separated, the first is the baseline: outcome, atmanrl, paper (default: %(default)s)",
+    )
     outcome_recipe: str = option("smollm2-135m/arith_outcome.yaml", "YAML path or recipe name")
     atmanrl_recipe: str = option("smollm2-135m/arith_atmanrl.yaml", "YAML path or recipe name")
+    paper_recipe: str = option("smollm2-135m/arith_paper.yaml", "YAML path or recipe name")
+    pass_k: int = option(4, "pass@k of every evaluated model (default: %(default)s)")
     seeds: str = option("0,1", "comma-separated training seeds (default: %(default)s)")
     max_steps: int = option(60, "GRPO steps per run (default: %(default)s)")
     save_steps: int = option(10, "checkpoint every N steps (resume point)")

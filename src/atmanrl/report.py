@@ -389,6 +389,35 @@ def compare_runs(paths: list[str | Path], names: list[str] | None = None) -> dic
     return {"names": names, "paths": [str(p) for p in paths], "rows": rows, "runs": runs}
 
 
+# The paper's Table 1 columns: (flattened metric key, header, scale to the paper's units)
+TABLE1_KEYS = (
+    ("cot_stats.mean_cot_tokens", "tokens/CoT", 1.0),
+    ("cot_stats.spacy_number_share", "numbers %", 100.0),
+    ("cot_stats.spacy_stop_word_share", "stop words %", 100.0),
+    ("cot_stats.spacy_symbol_share", "symbols %", 100.0),
+    ("pass_at_k.pass@{k}", "pass@{k} %", 100.0),
+)
+
+
+def table1_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, one row per run): the paper's Table 1 columns, each with its change relative to the first run."""
+    k = next((r.get("pass_at_k", {}).get("k") for r in result["runs"] if r.get("pass_at_k", {}).get("k")), 4)
+    by_key = {row["metric"]: row for row in result["rows"]}
+    header = ["run"] + [h.format(k=k) for _, h, _ in TABLE1_KEYS]
+    out = []
+    for i, name in enumerate(result["names"]):
+        cells = [name]
+        for key, _, scale in TABLE1_KEYS:
+            row = by_key.get(key.format(k=k))
+            v = None if row is None else row["values"][i]
+            text = "–" if v is None else f"{v * scale:.1f}"
+            if i and row is not None and row["relative"][i - 1] is not None:
+                text += f" ({row['relative'][i - 1]:+.0%})"
+            cells.append(text)
+        out.append(cells)
+    return header, out
+
+
 def delta_text(relative: float | None, delta: float | None) -> str:
     """'-44%'; where the first run's value is 0 the relative change is undefined: '+0.25 abs'."""
     if relative is not None:
@@ -432,6 +461,13 @@ def print_compare(result: dict[str, Any], console=None) -> None:
                 t.add_row(r[0], *(r[j + 1] for j in g))
             console.print(t)
 
+    t1_head, t1_rows = table1_rows(result)
+    t1 = Table(title=f"Table 1 view (the paper's columns; change vs {names[0]})")
+    for h in t1_head:
+        t1.add_column(h, justify="left" if h == "run" else "right", no_wrap=True)
+    for r in t1_rows:
+        t1.add_row(*r)
+    console.print(t1)
     values = [[row["metric"], *[fmt(v) for v in row["values"]]] for row in rows]
     tables("compare: values", names, values)
     if len(names) > 1:
@@ -477,6 +513,8 @@ def render_compare(result: dict[str, Any]) -> str:
         "<p>Δ = relative change against the first run: (run − first) / |first| (the absolute change where "
         "the first value is 0). Green: up, red: down "
         "(whether up is good depends on the metric; see docs/evaluation.md).</p>"
+        "<h2>Table 1 view</h2><p>The paper's columns: CoT tokens, spaCy token shares (docs/paper.md) and "
+        f"pass@k; in brackets the change relative to {esc(names[0])}.</p>{table(*table1_rows(result))}"
         f"<h2>Metrics</h2>{table(header, rows)}<h2>Plots</h2>{''.join(p for p in plots if p)}"
     )
     return page("atmanrl compare", body)

@@ -77,6 +77,18 @@ def correctness(task: str = "gsm8k", **task_options: Any) -> RewardFn:
 
     A `task` column, where present, overrides the bound task per row (mixed datasets).
     """
+    return _outcome(task, 1.0, 0.0, "correctness", **task_options)
+
+
+@register_reward("paper_outcome")
+def paper_outcome(task: str = "gsm8k", **task_options: Any) -> RewardFn:
+    """The paper's outcome reward: 0.0 when the parsed answer equals the `gold` column, else -1.0 (no answer
+    counts as wrong); None for rows without gold. It differs from `correctness` by a constant, which GRPO's group
+    mean removes: the advantages are the same; the logged rewards are the published ones."""
+    return _outcome(task, 0.0, -1.0, "paper_outcome", **task_options)
+
+
+def _outcome(task: str, right: float, wrong: float, name: str, **task_options: Any) -> RewardFn:
     default = get_task(task, **task_options)
 
     def reward(prompts, completions, completion_ids=None, gold=None, **columns) -> list[float | None]:
@@ -88,8 +100,8 @@ def correctness(task: str = "gsm8k", **task_options: Any) -> RewardFn:
                 out.append(None)
                 continue
             t = _task_for(default, names, i, cache)
-            out.append(float(t.is_correct(t.parse(completion_text(c)).value, str(gold[i]))))
-        return finite_or_zero(out, "correctness")
+            out.append(right if t.is_correct(t.parse(completion_text(c)).value, str(gold[i])) else wrong)
+        return finite_or_zero(out, name)
 
     return reward
 
@@ -162,9 +174,10 @@ def needed_share(sal, margin: float = 1.0, **_: Any) -> float:
     pushes to ~1 for tokens that carry their part of the gap and ~0 for the rest. It pushes toward CoTs that the
     answer depends on (a hint in the prompt or an answer guessed without the CoT earns 0) and, among those,
     toward dense ones (filler, restated questions and padding dilute the share)."""
-    if sal.method != "learned":
+    if sal.method != "learned" or "entry_mean" in sal.extras:
         raise UserError(
-            f"needed_share reads learned-mask gates in [0, 1]; method {sal.method!r} has other scores"
+            f"needed_share reads the learned column mask's gates in [0, 1]; method {sal.method!r} "
+            f"(form {sal.config.get('form', 'column')!r}) has other scores"
         )
     gap = cot_gap(sal)
     if not gap >= margin:
@@ -195,6 +208,50 @@ def concentration(sal, **_: Any) -> float:
         return 0.0
     h = -sum(p * math.log(p) for p in (x / total for x in g) if p > 0)
     return 1.0 - h / math.log(len(g))
+
+
+def _entry_mean(sal) -> float:
+    mean = sal.extras.get("entry_mean")
+    if mean is None:
+        raise UserError(
+            f"the paper's reward reads the published mask's entries; method {sal.method!r} "
+            f"(form {sal.config.get('form', 'column')!r}) has none: use the learned method with preset "
+            "'paper' or 'paper_answer'"
+        )
+    return float(mean)
+
+
+@register_variant("paper_printed")
+def paper_printed(sal, **_: Any) -> float:
+    """The paper's reward as printed: the mean of Hn = H / c over the causal entries of the CoT columns (1 when the
+    mask stays at its start, 0 when the answer needed the whole CoT re-enabled). It pays CoTs the answer does not
+    need; docs/paper.md measures both readings."""
+    return _entry_mean(sal)
+
+
+@register_variant("paper_reenabled")
+def paper_reenabled(sal, **_: Any) -> float:
+    """The paper's reward as its text describes it ("how strongly the CoT must be re-enabled"): 1 - mean Hn over
+    the causal entries of the CoT columns."""
+    return 1.0 - _entry_mean(sal)
+
+
+# `paper`: the reading the measurements in docs/paper.md support
+PAPER_READING = "paper_reenabled"
+SALIENCY_VARIANTS["paper"] = SALIENCY_VARIANTS[PAPER_READING]
+PAPER_VARIANTS = ("paper", "paper_printed", "paper_reenabled")
+
+
+def applicable_variants(sal) -> dict[str, Callable[..., float]]:
+    """The variants that can read `sal`: needed_share the column mask's gates, the paper's the matrix entries."""
+    matrix = "entry_mean" in sal.extras
+    column = sal.method == "learned" and not matrix
+    return {
+        name: fn
+        for name, fn in SALIENCY_VARIANTS.items()
+        if (name in PAPER_VARIANTS and matrix) or (name == "needed_share" and column)
+        or name not in (*PAPER_VARIANTS, "needed_share")
+    }
 
 
 PLACEHOLDER = ("Question: Ann has 2 pens and gets 3 more.", "Ann has 2 + 3 = 5 pens now.\n", "#### 5")
@@ -242,10 +299,15 @@ class SaliencyReward:
             )
         self.variant, self.method = variant, method
         self.options = dict(method_options or {})
-        if (
-            method == "learned"
-        ):  # the reward's own validated mask, not the attribution default (docs/saliency.md)
-            self.options.setdefault("preset", "reward")
+        if variant in PAPER_VARIANTS and method != "learned":
+            raise UserError(
+                f"the {variant} variant reads the published mask's entries; method {method!r} has none: "
+                "use method='learned' (preset 'paper' or 'paper_answer')"
+            )
+        if method == "learned":
+            # the reward's own validated mask, not the attribution default (docs/saliency.md); the paper's reward
+            # on the published mask (docs/paper.md)
+            self.options.setdefault("preset", "paper" if variant in PAPER_VARIANTS else "reward")
         if steps is not None and method == "learned":
             self.options.setdefault("steps", steps)
         elif steps is not None:  # a recipe's saliency_steps with another method: say so rather than drop it
@@ -266,6 +328,13 @@ class SaliencyReward:
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
         # Built once, so a bad option fails here, and what the method caches (CUDA step graphs) lasts the run.
         self.built = make_method(method, **self.options)
+        matrix = getattr(self.built, "form", None) == "matrix"
+        if variant in PAPER_VARIANTS and not matrix:
+            raise UserError(
+                f"the {variant} variant reads the published mask's entries: use preset 'paper' or 'paper_answer'"
+            )
+        if variant == "needed_share" and matrix:
+            raise UserError("needed_share reads the column mask's gates: use a column preset such as 'reward'")
         self.__name__ = "saliency"
 
     def bind(self, trainer) -> SaliencyReward:

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from .attention import check_backend
 from .errors import UserError
 from .heatmap import CSS, render_cot  # the one renderer of saliency (it imports the core, not this module)
 from .io import atomic_write_text
+from .paper_mask import LAYERS, ROWS, learn_matrix
 from .masked import (  # noqa: F401  (Trace, Token, content_mask and encode are part of this module's API too)
     PREFIX_DTYPES,
     Encoded,
@@ -159,10 +160,37 @@ class SaliencyMethod:
 
 # The absolute restore loss with a mean penalty and Adam, one hop: what the paper describes and atmanrl 0.1 ran.
 ABSOLUTE_LOSS: dict[str, Any] = dict(normalize="none", penalty="mean", optimizer="adam", chain=False)
+# The published mask (METHOD.md section 0; paper_mask.py): per-entry H, start -0.4, clamp <= 0, x10, the mean
+# answer-token cross-entropy alone, AdamW (lr 1e-3, betas (0.6, 0.9999), weight decay 0.05), 200 steps.
+PUBLISHED: dict[str, Any] = dict(
+    form="matrix",
+    parametrization="additive",
+    init=-0.4,
+    clamp_max=0.0,
+    bias_scale=10.0,
+    normalize="mean",
+    lam=0.0,
+    optimizer="adamw",
+    lr=1e-3,
+    betas=(0.6, 0.9999),
+    weight_decay=0.05,
+    steps=200,
+    chain=False,
+    layers="shared",
+)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "learned": {
-        # The paper's description: an additive mask started at -0.4 and optimised ~200 steps to restore p(A).
-        "paper": dict(parametrization="additive", init=-0.4, steps=200, lr=0.1, lam=0.05, **ABSOLUTE_LOSS),
+        # The paper's mask exactly: entries on every row after their column (CoT and answer rows), one H for
+        # every layer and head (docs/paper.md says why these readings are the default).
+        "paper": dict(PUBLISHED, rows="later", scope="all"),
+        # The cheap approximation: the same objective, optimiser and read-outs with entries on the answer rows
+        # only, so prompt and CoT keys/values are computed once (the cached-prefix path of every other mask).
+        "paper_answer": dict(PUBLISHED, rows="answer", scope="answer"),
+        # atmanrl 0.1-0.4's "paper" preset, our reconstruction before the full text was known: an additive column
+        # mask started at -0.4, 200 Adam steps restoring p(A) with a mean penalty.
+        "additive_restore": dict(
+            parametrization="additive", init=-0.4, steps=200, lr=0.1, lam=0.05, **ABSOLUTE_LOSS
+        ),
         # atmanrl 0.1's defaults (collapses on confident traces, see docs/saliency.md).
         "v0.1": dict(parametrization="gate", init=0.5, steps=15, lr=0.2, lam=10.0, **ABSOLUTE_LOSS),
         # The saliency reward's mask (SaliencyReward uses it unless told otherwise): one hop, 15 steps. It measures
@@ -243,6 +271,17 @@ class Learned(SaliencyMethod):
     # On CUDA, capture one mask step as a CUDA graph and replay it (the step is launch-bound: thousands of small
     # kernels). Same arithmetic as the eager step (tests compare the scores); False: always eager.
     cuda_graph: bool = True
+    # form: "column" (one parameter per CoT token, atmanrl's) or "matrix" (the published per-entry H:
+    # paper_mask.py, `preset="paper"`). The options below are the matrix form's; it reads init, steps, lr,
+    # optimizer, normalize ("mean": the mean answer-token cross-entropy, the published objective; "none": its sum)
+    # and no penalty (lam must be 0).
+    form: str = "column"
+    rows: str = "later"  # matrix: query rows with entries: "later" (CoT and answer), "cot" or "answer"
+    layers: str = "shared"  # matrix: one H for every layer and head, or "per_layer"
+    bias_scale: float = 10.0  # matrix: H is multiplied by this before it is added
+    clamp_max: float | None = 0.0  # matrix: H is clamped to <= this before scaling (None: no clamp)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw
+    weight_decay: float = 0.0  # adamw
 
     def __post_init__(self) -> None:  # a bad option fails when the method is built, before any model work
         choices = {
@@ -250,9 +289,16 @@ class Learned(SaliencyMethod):
             "objective": ("restore", "delete"),
             "normalize": ("gap", "none"),
             "penalty": ("sum", "mean"),
-            "optimizer": ("adam", "sgd"),
+            "optimizer": ("adam", "sgd", "adamw"),
             "chain_by": ("leave_one_out", "mask", "gradient"),
+            "form": ("column", "matrix"),
+            "rows": ROWS,
+            "layers": LAYERS,
         }
+        if self.form == "matrix":
+            choices["normalize"] = ("mean", "none")
+        else:
+            choices["normalize"] = ("gap", "none")
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise UserError(
@@ -268,9 +314,28 @@ class Learned(SaliencyMethod):
             raise UserError(f"learned: verify must lie in [0, 1], got {self.verify}")
         if self.steps < 0 or self.lr <= 0:
             raise UserError(f"learned: steps must be >= 0 and lr > 0, got steps={self.steps}, lr={self.lr}")
+        self.betas = tuple(self.betas)  # type: ignore[assignment]  (JSON gives a list)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise UserError(f"learned: betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.form == "matrix":
+            wanted = "answer" if self.rows == "answer" else "all"
+            if self.scope != wanted:
+                raise UserError(
+                    f"learned: form='matrix' with rows={self.rows!r} runs scope={wanted!r} (the rows it changes "
+                    f"must be run on every step), got scope={self.scope!r}"
+                )
+            if self.lam or self.chain or self.verify or self.objective != "restore":
+                raise UserError(
+                    "learned: form='matrix' is the published mask: the answer's cross-entropy alone (lam=0, "
+                    "objective='restore'), without chain or verify"
+                )
+            if self.init is None or self.init >= 0:
+                raise UserError(f"learned: form='matrix' needs a negative init (the published -0.4), got {self.init}")
         self._graphs: dict[tuple, _StepGraph] = {}  # captured steps by shape (CUDA); not an option
 
     def scores(self, model, batch, prefix, base_lp, removed_lp=None):
+        if self.form == "matrix":
+            return learn_matrix(self, model, batch, prefix)
         sigmoid_gate = self.parametrization in ("gate", "linear")
         restore = self.objective == "restore"
         init = self.init if self.init is not None else (0.9 if sigmoid_gate else (-0.4 if restore else 0.0))
@@ -307,11 +372,12 @@ class Learned(SaliencyMethod):
                 self._graphs[key] = entry
             batch, prefix, param, floor, gap = entry.inputs.unpack()
         valid = batch.cot_valid.float()
-        opt = (
-            torch.optim.Adam([param], lr=self.lr)
-            if self.optimizer == "adam"
-            else torch.optim.SGD([param], lr=self.lr, momentum=0.5)
-        )
+        if self.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD([param], lr=self.lr, momentum=0.5)
+        elif self.optimizer == "adam":
+            opt = torch.optim.Adam([param], lr=self.lr, betas=self.betas)
+        else:
+            opt = torch.optim.AdamW([param], lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         sign = 1.0 if restore else -1.0
 
         def objective_grad(clamp: bool) -> torch.Tensor:
@@ -557,11 +623,20 @@ class Random(SaliencyMethod):
 # ----------------------------------------------------------------------------- batched API
 
 
+class Scored(NamedTuple):
+    """What `score_encoded` returns for one batch; `extras` holds a method's per-trace read-outs, (B,) each."""
+
+    scores: torch.Tensor  # (B, N) on the CPU
+    base_lp: torch.Tensor  # log p(A)
+    removed_lp: torch.Tensor  # log p(A | CoT removed)
+    extras: dict[str, torch.Tensor]
+
+
 def score_encoded(
     m: SaliencyMethod, model: PreTrainedModel, encs: list[Encoded], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward batch of already tokenised traces (`encode`), no chain or verify step:
-    (scores (B, N) on the CPU, log p(A), log p(A | CoT removed)). `compute_saliency` is the text-level entry."""
+) -> Scored:
+    """One forward batch of already tokenised traces (`encode`), no chain or verify step.
+    `compute_saliency` is the text-level entry. A method's `scores` may return (scores, extras)."""
     batch = MaskedBatch.build(encs, m.scope, pad_id, device)
     with torch.no_grad():
         prefix = (
@@ -572,8 +647,9 @@ def score_encoded(
         base_lp = masked_logprob(model, batch, prefix, None, use_cache=m.use_cache)
         removed = torch.full(batch.cot_valid.shape, torch.finfo(model.dtype).min, device=device)
         empty_lp = masked_logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
-    scores = m.scores(model, batch, prefix, base_lp, empty_lp).detach().float().cpu()
-    return scores, base_lp, empty_lp
+    out = m.scores(model, batch, prefix, base_lp, empty_lp)
+    scores, extras = out if isinstance(out, tuple) else (out, {})
+    return Scored(scores.detach().float().cpu(), base_lp, empty_lp, {k: v.detach().float().cpu() for k, v in extras.items()})
 
 
 def _verify(
@@ -588,7 +664,7 @@ def _removal_share(
     model, encs: list[Encoded], pad_id: int, device, scope: str, min_gap: float
 ) -> torch.Tensor:
     """(B, N) in [0, 1]: how much of each trace's gap removing one CoT token costs (leave-one-out drop / gap)."""
-    drop, base, empty = score_encoded(LeaveOneOut(scope=scope), model, encs, pad_id, device)
+    drop, base, empty, _ = score_encoded(LeaveOneOut(scope=scope), model, encs, pad_id, device)
     gap = (base - empty).float().cpu().clamp(min=min_gap)
     return (drop / gap[:, None]).clamp(0, 1)
 
@@ -623,13 +699,13 @@ def _chain(m: Learned, model, encs: list[Encoded], scores: torch.Tensor, pad_id:
     if not rows:
         return scores
     if m.chain_by == "gradient":
-        grad, _, _ = score_encoded(AttentionGradient(), model, rows, pad_id, device)
+        grad = score_encoded(AttentionGradient(), model, rows, pad_id, device).scores
         # scale-free per hop: the strongest pull is 1, pushes away are 0
         hop = (grad / grad.amax(-1, keepdim=True).clamp(min=1e-12)).clamp(min=0)
     elif m.chain_by == "leave_one_out":
         hop = _removal_share(model, rows, pad_id, device, "answer", m.min_gap)
     else:
-        hop, _, _ = score_encoded(m, model, rows, pad_id, device)
+        hop = score_encoded(m, model, rows, pad_id, device).scores
     out = scores.clone()
     for k, (b, j) in enumerate(hops):
         out[b, :j] = torch.maximum(out[b, :j], m.chain_decay * scores[b, j] * hop[k, :j])
@@ -720,7 +796,7 @@ def compute_saliency(
         for idx in plan_batches([len(e.ids) for e in encoded], batch_size, token_budget):
             t0 = time.perf_counter()
             encs = [encoded[i] for i in idx]
-            scores, base_lp, empty_lp = score_encoded(m, model, encs, pad_id, device)
+            scores, base_lp, empty_lp, extras = score_encoded(m, model, encs, pad_id, device)
             if isinstance(m, Learned) and m.verify:
                 scores = _verify(m, model, encs, scores, pad_id, device)
             if isinstance(m, Learned) and m.chain:
@@ -743,6 +819,6 @@ def compute_saliency(
                     asdict(m),
                     seconds,
                     t.reasoning,
-                    {"suppressed_logprob": float(empty_lp[b])},
+                    {"suppressed_logprob": float(empty_lp[b]), **{k: float(v[b]) for k, v in extras.items()}},
                 )
     return [r for r in results if r is not None]
