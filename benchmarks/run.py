@@ -31,6 +31,8 @@ GOALS = {
     "p3_step_ratio": ("<=", 1.3),
     "p4_cache_speedup": (">=", 5.0),
     "mem_ratio": ("<=", 1.5),
+    "paper_answer_over_reward_64": ("<=", 1.2 * 200 / 15),
+    "paper_answer_over_reward_256": ("<=", 1.2 * 200 / 15),
 }
 
 
@@ -201,6 +203,45 @@ def bench_p5(model, tok, quick: bool, also: list[dict] | None = None) -> dict:
     return out
 
 
+def bench_paper(model, tok, quick: bool) -> dict:
+    """The published mask's cost (docs/paper.md) at CoT lengths 64 and 256 (8 traces, 100-token prompts):
+
+    - `paper_answer_over_reward_N`: the answer-rows approximation (200 steps) over the default reward mask
+      (15 steps), both whole calls; the goal is the same cost per step, 1.2 x 200 / 15 = 16;
+    - the exact mask (entries on every later row) runs 200 forward and backward passes over the CoT and answer
+      rows: its per-step time is the difference of a 3-step and a 1-step call, and `paper_exact_trace_s_N` is the
+      1-step call plus 199 more steps, per trace (extrapolated: a full call takes about 15 min here at 256);
+    - its floor: one forward and backward over the same rows with nothing but a column bias to differentiate
+      (the attention gradient in scope "all"), `paper_exact_over_floor_N` the step's multiple of it."""
+    from gpu import rows
+
+    from atmanrl.saliency import frozen, make_method, score_encoded
+
+    out = {}
+    for n in (64,) if quick else (64, 256):
+        encs = rows(model.config.vocab_size, 8, 100, n)
+        t = {}
+        with frozen(model):
+            for name, m in (
+                ("reward", make_method("learned", preset="reward")),
+                ("paper_answer", make_method("learned", preset="paper_answer")),
+                ("exact1", make_method("learned", preset="paper", steps=1)),
+                ("exact3", make_method("learned", preset="paper", steps=3)),
+                ("floor", make_method("attention_gradient", scope="all")),
+                ("fixed", make_method("learned", preset="paper", steps=0)),
+            ):
+                t[name] = timed(score_encoded, m, model, encs, tok.pad_token_id, model.device)[0]
+        step = (t["exact3"] - t["exact1"]) / 2
+        floor = t["floor"] - t["fixed"]  # the gradient pass alone: the fixed passes are the same
+        out[f"paper_answer_over_reward_{n}"] = t["paper_answer"] / t["reward"]
+        out[f"paper_reward_s_{n}"], out[f"paper_answer_s_{n}"] = t["reward"], t["paper_answer"]
+        out[f"paper_exact_step_s_{n}"] = step
+        out[f"paper_exact_trace_s_{n}"] = (t["exact1"] + 199 * step) / 8
+        out[f"paper_exact_floor_step_s_{n}"] = floor
+        out[f"paper_exact_over_floor_{n}"] = step / floor if floor > 0 else None
+    return out
+
+
 MEM_CHILD = r"""
 import json, resource, sys, torch
 from atmanrl import load_model
@@ -350,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes, same keys (about 7 minutes)")
     p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--only", default=None, help="comma-separated subset: p1,p2,p3,p4,p5,mem,scaling")
+    p.add_argument("--only", default=None, help="comma-separated subset: p1,p2,p3,p4,p5,paper,mem,scaling")
     p.add_argument(
         "--p5-also",
         default="[]",
@@ -363,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--p5-also needs p5: add it to --only")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "p5", "mem", "scaling"}
+    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "p5", "paper", "mem", "scaling"}
 
     from atmanrl import load_model
 
@@ -383,6 +424,8 @@ def main(argv: list[str] | None = None) -> dict:
         results |= bench_p4(model, tok, args.quick)
     if "p5" in only:
         results |= bench_p5(model, tok, args.quick, also)
+    if "paper" in only:
+        results |= bench_paper(model, tok, args.quick)
     if "scaling" in only:
         results |= bench_scaling(model, tok, args.quick, out)
     if "mem" in only:

@@ -185,7 +185,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "paper": dict(PUBLISHED, rows="later", scope="all"),
         # The cheap approximation: the same objective, optimiser and read-outs with entries on the answer rows
         # only, so prompt and CoT keys/values are computed once (the cached-prefix path of every other mask).
-        "paper_answer": dict(PUBLISHED, rows="answer", scope="answer"),
+        "paper_answer": dict(PUBLISHED, rows="answer", scope="answer", prefix_dtype="auto"),
         # atmanrl 0.1-0.4's "paper" preset, our reconstruction before the full text was known: an additive column
         # mask started at -0.4, 200 Adam steps restoring p(A) with a mean penalty.
         "additive_restore": dict(
