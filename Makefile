@@ -7,7 +7,7 @@ DEMO_DIR ?= demo_out
 BENCH_ARGS ?=
 TEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench bench-gpu lint clean
+.PHONY: setup demo test test-fast bench bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m atmanrl.demo --output $(DEMO_DIR)
 
+# every test (about 15 minutes on 2 cores; what CI runs)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(TEST_ARGS)
+
+# the tests that need neither the embedded model nor long runs (a few minutes)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(TEST_ARGS)
 
 # Ratios measured in one run on the embedded model -> benchmarks/results/latest.json (--quick: ~7 min).
 bench: $(STAMP)

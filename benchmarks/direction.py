@@ -34,6 +34,7 @@ FEATURES = (
     "answer_early",
 )
 REWARDS = ("outcome", "saliency", "atmanrl")
+PAPER_READINGS = ("paper", "paper_printed", "paper_reenabled")
 SOURCES = (("arith", 1), ("arith", 2), ("gsm8k", None))
 
 
@@ -71,8 +72,9 @@ def sample_groups(model, tok, args) -> tuple[list[dict], dict]:
 
 def features(model, tok, rows: list[dict], by_id: dict) -> None:
     """Adds the CoT features to every row (early_reliance only where the answer parses)."""
+    from atmanrl.composition import cot_stats
     from atmanrl.data import get_task
-    from atmanrl.evaluate import EvalConfig, cot_stats, evaluate
+    from atmanrl.evaluate import EvalConfig, evaluate
 
     for r in rows:
         stats = cot_stats([r["reasoning"]], tok)
@@ -99,9 +101,12 @@ def features(model, tok, rows: list[dict], by_id: dict) -> None:
             r["early_reliance"] = sum(ea[f] == g["pred"] for f in fr) / len(fr)
 
 
-def rewards(model, tok, rows: list[dict], saliency_options: dict | None = None) -> float:
+def rewards(
+    model, tok, rows: list[dict], saliency_options: dict | None = None, variant: str = "needed_share"
+) -> float:
     """Adds outcome, saliency and atmanrl rewards per row; returns seconds per saliency-scored trace.
-    `saliency_options`: the saliency reward's mask options (on top of its preset), e.g. another step count."""
+    `saliency_options`: the saliency reward's mask options (on top of its preset), e.g. another step count;
+    `variant`: the saliency reward's variant (the paper's readings take the published mask by default)."""
     from atmanrl.rewards import get_reward
 
     t0, scored = time.perf_counter(), 0
@@ -122,6 +127,7 @@ def rewards(model, tok, rows: list[dict], saliency_options: dict | None = None) 
                     task=task,
                     model=model,
                     tokenizer=tok,
+                    variant=variant,
                     method_options=saliency_options,
                     **extra,
                 ),
@@ -135,7 +141,18 @@ def rewards(model, tok, rows: list[dict], saliency_options: dict | None = None) 
             r["outcome"] = c + 0.2 * f
             r["saliency"] = s
             r["atmanrl"] = c + 0.2 * f + 0.5 * s
+            if variant in PAPER_READINGS:  # the published total: outcome (0 / -1) + saliency, unweighted
+                r["paper_total"] = c - 1.0 + s
+            if variant == "paper_reenabled":  # the printed reading off the same masks: 1 - x where scored
+                r["saliency_printed"] = 1.0 - s if s != 0.0 else 0.0
+                r["paper_total_printed"] = c - 1.0 + r["saliency_printed"]
     return (time.perf_counter() - t0) / max(scored, 1)
+
+
+def rewards_in(rows: list[dict]) -> tuple[str, ...]:
+    """The reward columns the rows carry: the three always, the paper's totals when its reward was scored."""
+    extra = ("paper_total", "saliency_printed", "paper_total_printed")
+    return REWARDS + tuple(k for k in extra if rows and k in rows[0])
 
 
 def correlations(rows: list[dict]) -> dict:
@@ -145,7 +162,7 @@ def correlations(rows: list[dict]) -> dict:
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
     out: dict = {}
-    for reward in REWARDS:
+    for reward in rewards_in(rows):
         out[reward] = {}
         for feat in FEATURES:
             xs, ys = [], []
@@ -166,9 +183,10 @@ def table(corr: dict) -> str:
         hi = "–" if c["hi"] is None else f"{c['hi']:+.2f}"
         return f"{c['rho']:+.2f} [{lo}, {hi}] ({c['groups']})"
 
-    lines = ["| feature | " + " | ".join(REWARDS) + " |", "|---|" + "---|" * len(REWARDS)]
+    names = list(corr)
+    lines = ["| feature | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for feat in FEATURES:
-        lines.append(f"| {feat} | " + " | ".join(cell(corr[r][feat]) for r in REWARDS) + " |")
+        lines.append(f"| {feat} | " + " | ".join(cell(corr[r][feat]) for r in names) + " |")
     return "\n".join(lines)
 
 
@@ -195,6 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
         "cache its rollouts are scored again with them (the cache is not rewritten); without one, new rollouts "
         "are sampled and scored with them, and no cache is written",
     )
+    ap.add_argument(
+        "--saliency-variant",
+        default="needed_share",
+        help="the saliency reward's variant (default: %(default)s); another one rescores a cache like "
+        '--saliency-options, e.g. paper_reenabled with \'{"preset": "paper_answer"}\'',
+    )
     ap.add_argument("--out", default=None, help="write the results as JSON")
     args = ap.parse_args(argv)
     options = None
@@ -213,13 +237,13 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = None
     if cache is not None and cache.exists():
         rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
-        if options is not None:
-            seconds = rewards(model, tok, rows, options)
+        if options is not None or args.saliency_variant != "needed_share":
+            seconds = rewards(model, tok, rows, options, args.saliency_variant)
     else:
         rows, by_id = sample_groups(model, tok, args)
         features(model, tok, rows, by_id)
-        seconds = rewards(model, tok, rows, options)
-        if cache is not None and options is None:
+        seconds = rewards(model, tok, rows, options, args.saliency_variant)
+        if cache is not None and options is None and args.saliency_variant == "needed_share":
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
     corr = correlations(rows)
@@ -232,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "model": args.model,
         "saliency_options": options,
+        "saliency_variant": args.saliency_variant,
         "groups": n_groups,
         "group_size": args.group,
         "accuracy": acc,

@@ -43,12 +43,16 @@ def main(argv: list[str] | None = None) -> dict:
     task, rows = problems("gsm8k", "tune", args.problems, Path(args.data_dir))
     records = [r for r in build(task, rows, "tune", tok) if r["kind"] == "L"]
     fn = SaliencyReward(variant="paper", model=model, tokenizer=tok, task="gsm8k")
-    traces = fn.traces([r["prompt"] for r in records], [r["completion"] for r in records], [r["gold"] for r in records])
+    traces = fn.traces(
+        [r["prompt"] for r in records], [r["completion"] for r in records], [r["gold"] for r in records]
+    )
     traces = [t for t in traces if t is not None]
     sals, seconds = {}, {}
     for preset in ("paper_answer", "paper"):
         t0 = time.perf_counter()
-        sals[preset] = compute_saliency(model, tok, traces, "learned", preset=preset, steps=args.steps, batch_size=8)
+        sals[preset] = compute_saliency(
+            model, tok, traces, "learned", preset=preset, steps=args.steps, batch_size=8
+        )
         seconds[preset] = (time.perf_counter() - t0) / len(traces)
         print(f"{preset}: {seconds[preset]:.1f} s/trace", flush=True)
     reward = {p: [1 - s.extras["entry_mean"] for s in v] for p, v in sals.items()}
@@ -57,10 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
         keep = content_mask(a.tokens)
         xa = [s for s, k in zip(a.scores, keep) if k]
         xe = [s for s, k in zip(e.scores, keep) if k]
+        if not xa:  # a CoT of punctuation only: no token to rank
+            continue
         rho = spearman(xa, xe)
         if rho is not None:
             token_rho.append(rho)
-        same_top.append(float(max(range(len(xa)), key=xa.__getitem__) == max(range(len(xe)), key=xe.__getitem__)))
+        same_top.append(
+            float(max(range(len(xa)), key=xa.__getitem__) == max(range(len(xe)), key=xe.__getitem__))
+        )
     m, lo, hi = bootstrap_ci(token_rho)
     result = {
         "args": vars(args),

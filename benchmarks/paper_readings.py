@@ -35,14 +35,28 @@ def main(argv: list[str] | None = None) -> dict:
     model, tok = load_model(args.model)
     task, rows = problems("gsm8k", args.split, args.problems, Path(args.data_dir))
     records = build(task, rows, args.split, tok)
+    from atmanrl.rewards import get_reward
+
     printed, spt = score(
         model, tok, records, "gsm8k", {"variant": "paper_printed", "method_options": {"preset": args.preset}}
     )
+    # a record the reward does not score (gated, or failed) is 0 under both readings, not 1 - 0
+    gate = get_reward("saliency", task="gsm8k", model=model, tokenizer=tok, variant="paper")
+    eligible = [
+        t is not None
+        for t in gate.traces(
+            [r["prompt"] for r in records], [r["completion"] for r in records], [r["gold"] for r in records]
+        )
+    ]
     results = [
-        {"options": {"variant": "paper_printed", "preset": args.preset}, "rewards": printed, "s_per_trace": spt},
+        {
+            "options": {"variant": "paper_printed", "preset": args.preset},
+            "rewards": printed,
+            "s_per_trace": spt,
+        },
         {
             "options": {"variant": "paper_reenabled", "preset": args.preset},
-            "rewards": [1.0 - v for v in printed],
+            "rewards": [1.0 - v if ok else 0.0 for v, ok in zip(printed, eligible, strict=True)],
             "s_per_trace": spt,
         },
     ]

@@ -210,7 +210,7 @@ def bench_paper(model, tok, quick: bool) -> dict:
       (15 steps), both whole calls; the goal is the same cost per step, 1.2 x 200 / 15 = 16;
     - the exact mask (entries on every later row) runs 200 forward and backward passes over the CoT and answer
       rows: its per-step time is the difference of a 3-step and a 1-step call, and `paper_exact_trace_s_N` is the
-      1-step call plus 199 more steps, per trace (extrapolated: a full call takes about 15 min here at 256);
+      1-step call plus 199 more steps, per trace (extrapolated: a full call takes about 24 min here at 256);
     - its floor: one forward and backward over the same rows with nothing but a column bias to differentiate
       (the attention gradient in scope "all"), `paper_exact_over_floor_N` the step's multiple of it."""
     from gpu import rows
@@ -381,7 +381,7 @@ def reward_mask_options(parser: argparse.ArgumentParser, flag: str, text: str, o
         )
     for o in items:
         try:
-            make_method("learned", preset="reward", **o)
+            make_method("learned", **{"preset": "reward", **o})  # a "preset" key replaces the reward's
         except (UserError, TypeError) as e:
             parser.error(f"{flag}: {e}")
     return options
@@ -404,7 +404,9 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--p5-also needs p5: add it to --only")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "p5", "paper", "mem", "scaling"}
+    only = (
+        set(args.only.split(",")) if args.only else {"p1", "p2", "p3", "p4", "p5", "paper", "mem", "scaling"}
+    )
 
     from atmanrl import load_model
 

@@ -83,7 +83,7 @@ def test_per_problem_metrics_follow_the_eval_rows(tmp_path, tokenizer):
 def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokenizer, monkeypatch):
     """An AtManRL arm with denser, shorter CoTs on every problem: its differences exclude 0 and point the
     paper's way; the outcome arm equals the base and shows no effect."""
-    cfg = ABConfig(output=str(tmp_path), seeds=(0,), n_boot=200)
+    cfg = ABConfig(output=str(tmp_path), seeds=(0,), n_boot=200, composition="lexical")
     monkeypatch.setattr("atmanrl.ab_report.curves", lambda path: [{"step": 1, "reward": 0.5}])
     verbose = (
         "Well, we have the numbers here and then we add them together so that we get {} as the answer.\n"
@@ -102,7 +102,10 @@ def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokeni
     result = analyse(cfg)
     m = result["metrics"]
     assert result["n_problems"] == n
-    assert m["cot_tokens"]["atmanrl-outcome"]["excludes_0"] and m["cot_tokens"]["atmanrl-same_direction_as_paper"]
+    assert (
+        m["cot_tokens"]["atmanrl-outcome"]["excludes_0"]
+        and m["cot_tokens"]["atmanrl-same_direction_as_paper"]
+    )
     assert m["number_share"]["atmanrl-same_direction_as_paper"]
     assert m["stop_word_share"]["atmanrl-same_direction_as_paper"]
     assert m["spacy_number_share"]["atmanrl-same_direction_as_paper"]
@@ -118,20 +121,39 @@ def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokeni
 def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokenizer, monkeypatch):
     calls = []
     monkeypatch.setattr(ab, "_cli", lambda argv, log: calls.append(argv))
-    cfg = ABConfig(output=str(tmp_path), seeds=(0,), max_steps=10, arms=("outcome", "atmanrl", "paper"), n_boot=100)
+    cfg = ABConfig(
+        output=str(tmp_path),
+        seeds=(0,),
+        max_steps=10,
+        arms=("outcome", "atmanrl", "paper"),
+        n_boot=100,
+        composition="lexical",
+    )
     cfg.validate()
     ab.train_all(cfg)
     recipes = [a[1] for a in calls]
-    assert [r.split("/")[-1] for r in recipes] == ["arith_outcome.yaml", "arith_atmanrl.yaml", "arith_paper.yaml"]
+    assert [r.split("/")[-1] for r in recipes] == [
+        "arith_outcome.yaml",
+        "arith_atmanrl.yaml",
+        "arith_paper.yaml",
+    ]
     monkeypatch.setattr("atmanrl.ab_report.curves", lambda path: [])
     n = 12
-    for name, cot in (("base", "{} + 1 = {}.\n"), ("outcome-s0", "{} + 1 = {}.\n"), ("atmanrl-s0", "{} + 1 = {}.\n"),
-                      ("paper-s0", "Well, {} and one more make {} in the end.\n")):
-        rows = [_row(i, cot.format(i, i + 1), str(i + 1), str(i + 1), ["1", "1", "1"], "1", "1") for i in range(n)]
+    for name, cot in (
+        ("base", "{} + 1 = {}.\n"),
+        ("outcome-s0", "{} + 1 = {}.\n"),
+        ("atmanrl-s0", "{} + 1 = {}.\n"),
+        ("paper-s0", "Well, {} and one more make {} in the end.\n"),
+    ):
+        rows = [
+            _row(i, cot.format(i, i + 1), str(i + 1), str(i + 1), ["1", "1", "1"], "1", "1") for i in range(n)
+        ]
         for r in rows:
             r["pass_correct"] = 2
         _fake_eval(tmp_path / "eval" / name, rows, {})
-        (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps({"pass_at_k": {"k": 4, "samples": 4}}))
+        (tmp_path / "eval" / name / "metrics.json").write_text(
+            json.dumps({"pass_at_k": {"k": 4, "samples": 4}})
+        )
     result = analyse(cfg)
     m = result["metrics"]
     assert result["arms"] == ["outcome", "atmanrl", "paper"] and "paper-outcome" in m["cot_tokens"]

@@ -47,7 +47,7 @@ def _layers() -> dict[str, int]:
             continue
         if m.group(1) not in order:
             order.append(m.group(1))
-        for name in re.findall(r"`([\w/]+)\.py`|`(recipes)/`", m.group(2)):
+        for name in re.findall(r"`([\w/]+)\.py`|`(\w+)/`", m.group(2)):
             ranks[next(n for n in name if n)] = order.index(m.group(1))
     return ranks
 
@@ -63,16 +63,52 @@ def test_no_module_imports_a_private_name_of_another():
     assert not bad, bad
 
 
+def test_no_import_circles():
+    """No module reaches itself through atmanrl imports (function-level imports count: they are dependencies)."""
+    graph: dict[str, set[str]] = {}
+    for p in SRC.rglob("*.py"):
+        name = _unit(p)
+        if name != "__init__":
+            graph.setdefault(name, set()).update(
+                {m.split(".")[1] for m, _ in _imports(p) if m.count(".") >= 1}
+            )
+    graph = {k: v - {k} for k, v in graph.items()}
+    circles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    circles.append(" -> ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert not circles, sorted(set(circles))
+
+
+def test_no_module_is_over_600_lines():
+    long = {p.name: n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long
+
+
+def _unit(path: Path) -> str:
+    """The architecture's unit a file belongs to: its module, or its subpackage (saliency/, recipes/)."""
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else path.stem
+
+
 def test_no_module_imports_from_a_higher_layer():
     ranks = _layers()
-    modules = {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"}
-    assert modules <= set(ranks), f"docs/architecture.md does not place {sorted(modules - set(ranks))}"
+    units = {_unit(p) for p in SRC.rglob("*.py")} - {"__init__"}
+    assert units <= set(ranks), f"docs/architecture.md does not place {sorted(units - set(ranks))}"
     bad = []
-    for path in SRC.glob("*.py"):
-        if path.stem == "__init__":
+    for path in SRC.rglob("*.py"):
+        unit = _unit(path)
+        if unit == "__init__":
             continue
         for module, _ in _imports(path):
             target = module.split(".")[1] if "." in module else None
-            if target in ranks and ranks[target] > ranks[path.stem]:
-                bad.append(f"{path.stem} (layer {ranks[path.stem]}) imports {target} (layer {ranks[target]})")
+            if target in ranks and ranks[target] > ranks[unit]:
+                bad.append(f"{unit} (layer {ranks[unit]}) imports {target} (layer {ranks[target]})")
     assert not bad, bad

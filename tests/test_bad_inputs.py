@@ -347,16 +347,18 @@ def test_offline_run_never_opens_a_socket(monkeypatch, tiny_dir, shared_data, tm
         )
         == 0
     )
-    assert main(
-        [
-            "saliency",
-            "--model",
-            str(tiny_dir),
-            "--input",
-            str(out),
-            "--output",
-            str(tmp_path / "s.jsonl"),
-            "--methods",
-            "random",
-        ]
-    ) in (0, 2)
+    # the random model's completions rarely parse: saliency reads a hand-written trace, so it surely scores
+    traces = tmp_path / "traces.jsonl"
+    row = {"id": "t", "prompt": "Q: 3 + 4?\n", "reasoning": "3 + 4 = 7.", "answer": "\n#### 7"}
+    traces.write_text(json.dumps(row) + "\n")
+    argv = [
+        "saliency",
+        "--model",
+        str(tiny_dir),
+        "--input",
+        str(traces),
+        "--output",
+        str(tmp_path / "s.jsonl"),
+    ]
+    assert main([*argv, "--methods", "random,learned", "--saliency-steps", "1"]) == 0
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 1

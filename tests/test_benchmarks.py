@@ -67,7 +67,7 @@ def test_gpu_benchmark_runs_on_cpu(tmp_path):
     assert json.loads(out.read_text())["shapes"]["tiny"]["learned_s"] == r["learned_s"]
     for m in gpu.METHODS:
         assert r[f"{m}_s"] > 0 and r[f"{m}_finite"]
-    assert r["generate_s"] > 0 and r["learned_graph_max_score_diff"] == 0.0
+    assert r["generate_s"] > 0 and "learned_graph_max_score_diff" not in r  # graph vs eager: CUDA only
     assert "launches_per_mask_step_graph" not in r  # counted on CUDA only
     assert r["learned_attribution_s"] > 0 and r["learned_attribution_finite"]
     assert math.isfinite(r["learned_fixed_s"]) and math.isfinite(r["learned_per_step_s"])

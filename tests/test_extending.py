@@ -10,7 +10,7 @@ import torch
 
 from atmanrl.data import TASKS, Example, Task, get_task, register_task
 from atmanrl.masked import MaskedBatch, masked_logprob
-from atmanrl.rewards import REWARDS, get_reward, register_reward
+from atmanrl.rewards import REWARDS, completion_text, get_reward, register_reward
 from atmanrl.saliency import METHODS, SaliencyMethod, compute_saliency, register
 from conftest import make_tiny_model
 from test_saliency import TRACES
@@ -60,6 +60,43 @@ def test_add_a_reward(registered):
         1.0,
         0.0,
     ]
+
+
+def test_a_reward_with_its_own_option_trains_through_a_recipe(registered, tmp_path, tiny_dir, capsys):
+    """What the "add a reward" recipe promises under `atmanrl train`: the factory gets only what it declares
+    (not the task's settings), and `reward_options` sets its own option."""
+    import json
+
+    from atmanrl.cli import main
+    from test_train import _read_state, tiny_recipe
+
+    seen = {}
+
+    @register_reward("short_cot")
+    def short_cot(max_chars: int = 40):
+        seen["max_chars"] = max_chars
+
+        def reward(prompts, completions, **columns) -> list[float]:
+            texts = [completion_text(c) for c in completions]  # strings, or chat messages from TRL
+            return [1.0 if len(t.split("####")[0]) <= max_chars else 0.0 for t in texts]
+
+        return reward
+
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_dir,
+        rewards=["correctness", "short_cot"],
+        reward_weights=[1.0, 1.0],
+        reward_options={"short_cot": {"max_chars": 7}},
+        max_steps=1,
+    )
+    assert main(["train", str(recipe), "--dry-run"]) == 0 and seen["max_chars"] == 7
+    assert main(["train", str(recipe)]) == 0
+    logged = {k for h in _read_state(tmp_path / "run")["log_history"] for k in h}
+    assert "rewards/short_cot/mean" in logged
+    capsys.readouterr()
+    bad = ["train", str(recipe), "--dry-run", "--reward_options", json.dumps({"short_cot": {"nope": 1}})]
+    assert main(bad) == 2 and "reward 'short_cot' has no option ['nope']" in capsys.readouterr().err
 
 
 def test_add_a_task(registered):

@@ -82,7 +82,9 @@ def test_eval_metrics_match_the_golden_file(tokenizer):
     examples = task.load(limit=3, seed=1)
     completions = [f"{ex.reference}\n#### {ex.gold}" for ex in examples]
     completions[2] = f"I just know it.\n#### {examples[2].gold}"
-    cfg = EvalConfig(answer_tokens=4, method_options={"learned": {"steps": 3}}, heatmaps=1, seed=0)
+    cfg = EvalConfig(
+        answer_tokens=4, method_options={"learned": {"steps": 3}}, heatmaps=1, seed=0, composition="lexical"
+    )
     got = _numbers(evaluate(model, tokenizer, task, examples, cfg, completions=completions))
     golden = GOLDEN / "eval_metrics.json"
     if os.environ.get("ATMANRL_UPDATE_GOLDEN") == "1":

@@ -47,7 +47,7 @@ def test_every_flag_is_a_field_with_help_and_parses_back_into_the_dataclass(name
     [
         (GenerateCommand, "atmanrl.generate:SamplingConfig", {}),
         (EvalCommand, "atmanrl.evaluate:EvalConfig", {"methods": csv, "skip": csv}),
-        (ABCommand, "atmanrl.ab:ABConfig", {"seeds": lambda s: tuple(int(x) for x in csv(s))}),
+        (ABCommand, "atmanrl.ab:ABConfig", {"seeds": lambda s: tuple(int(x) for x in csv(s)), "arms": csv}),
     ],
 )
 def test_command_defaults_are_the_library_config_defaults(command, config, convert):
@@ -65,13 +65,15 @@ def test_command_defaults_are_the_library_config_defaults(command, config, conve
         )
 
 
-def test_the_model_default_and_the_presets_match_the_library():
-    from atmanrl.models import DEFAULT_MODEL
-    from atmanrl.options import DEFAULT_MODEL as OPTIONS_MODEL
-    from atmanrl.options import LEARNED_PRESETS
-    from atmanrl.saliency import PRESETS
+def test_every_preset_the_cli_offers_builds_and_the_default_model_is_embedded():
+    from atmanrl.models import EMBEDDED
+    from atmanrl.options import DEFAULT_MODEL, LEARNED_PRESETS
+    from atmanrl.saliency import Learned, make_method
 
-    assert OPTIONS_MODEL == DEFAULT_MODEL and set(LEARNED_PRESETS) == set(PRESETS["learned"])
+    assert DEFAULT_MODEL in EMBEDDED
+    assert LEARNED_PRESETS == tuple(Learned.presets)  # the --preset choices are the method's own presets
+    for preset in LEARNED_PRESETS:
+        assert isinstance(make_method("learned", preset=preset), Learned)
 
 
 def test_the_demo_takes_its_options_from_one_dataclass(capsys):

@@ -91,6 +91,36 @@ def test_a_zero_entry_mask_leaves_the_log_probs_unchanged(tiny, tokenizer, scope
     torch.testing.assert_close(masked_logprob(tiny, batch, prefix, bias), base, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("scope, rows", [("all", "later"), ("all", "cot"), ("answer", "answer")])
+def test_an_entry_bias_over_the_cached_prefix_equals_the_full_forward(tiny, tokenizer, scope, rows):
+    """Rows of a forward over a cached prefix are absolute positions: the same per-entry bias gives the same
+    log-probs with and without the cache (the traces' prompts differ in length: left padding is covered)."""
+    batch = _batch(tokenizer, scope)
+    entries = entry_mask(batch, rows)
+    g = torch.Generator().manual_seed(0)
+    bias = spread_entries(batch, -3 * torch.rand(entries.shape, generator=g) * entries)
+    prefix = prefix_cache(tiny, batch)
+    cached = masked_logprob(tiny, batch, prefix, bias)
+    full = masked_logprob(tiny, batch, None, bias, use_cache=False)
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=0)
+    assert not torch.allclose(cached, masked_logprob(tiny, batch, prefix), atol=1e-3)  # the bias does act
+
+
+def test_a_per_layer_bias_reaches_only_its_layer(tiny, tokenizer):
+    batch = _batch(tokenizer, "all")
+    prefix = prefix_cache(tiny, batch)
+    one = spread_entries(batch, -4.0 * entry_mask(batch, "later"))
+    zero = torch.zeros_like(one)
+    lp = [
+        masked_logprob(tiny, batch, prefix, torch.stack([one if i == layer else zero for i in range(2)]))
+        for layer in range(2)
+    ]
+    shared = masked_logprob(tiny, batch, prefix, one)
+    both = masked_logprob(tiny, batch, prefix, torch.stack([one, one]))
+    torch.testing.assert_close(both, shared, atol=1e-5, rtol=0)  # the same matrix in every layer = shared H
+    assert not torch.allclose(lp[0], lp[1], atol=1e-4) and not torch.allclose(lp[0], shared, atol=1e-4)
+
+
 def test_clamp_and_scale_act_as_published(tiny, tokenizer):
     m = make_method("learned", preset="paper_answer")
     batch = _batch(tokenizer, "answer")
@@ -103,7 +133,10 @@ def test_clamp_and_scale_act_as_published(tiny, tokenizer):
     start = spread_entries(batch, entry_bias(m, torch.full(entries.shape, -0.4), entries))
     column = batch.spread(torch.full(batch.cot_valid.shape, -4.0))
     torch.testing.assert_close(
-        masked_logprob(tiny, batch, prefix, start), masked_logprob(tiny, batch, prefix, column), atol=1e-5, rtol=0
+        masked_logprob(tiny, batch, prefix, start),
+        masked_logprob(tiny, batch, prefix, column),
+        atol=1e-5,
+        rtol=0,
     )
     # an entry bias is per row: the same -4 on the CoT rows only changes other hidden states than on answer rows
     full = _batch(tokenizer, "all")
@@ -129,7 +162,12 @@ def test_entries_are_causal_and_in_the_rows_of_each_reading(tokenizer):
         assert not (e & ~batch.cot_valid[:, None, :]).any()  # padding columns carry no entry
     later, cot = entry_mask(batch, "later"), entry_mask(batch, "cot")
     assert (cot <= later).all() and cot.sum() < later.sum()
-    assert not (cot & (t >= batch.answer_pos[:, None, None])).any()
+    # the rows "later" has beyond "cot" are the answer's: from each trace's answer column to its last run row
+    extra = (later & ~cot).any(-1)  # (B, T) rows
+    for b in range(2):
+        rows = extra[b].nonzero()[:, 0]
+        last = int(batch.attention_mask[b].nonzero()[-1])
+        assert rows.tolist() == list(range(int(batch.answer_pos[b]), last + 1))
     # CoT token 0 of trace 0 is seen by every later row: its column has one entry per row from it to the end
     b0 = batch.cot_pos[0, 0]
     assert later[0, :, 0].sum() == int(batch.attention_mask[0, b0:].sum())
@@ -150,8 +188,14 @@ def test_readouts_and_both_reward_readings_on_a_hand_built_H():
     scores, mean = readouts(m, H, entries)
     torch.testing.assert_close(mean, torch.tensor([0.875]))  # (1 + 1 + 1.5 + 0) / 4
     torch.testing.assert_close(scores, torch.tensor([[0.0, 0.25]]))  # column 1: 1 - (1.5 + 0) / 2
-    sal = Saliency([Token("a", 0, 1), Token("b", 1, 2)], scores[0].tolist(), -1.0, "learned", {"form": "matrix"},
-                   extras={"suppressed_logprob": -3.0, "entry_mean": float(mean)})
+    sal = Saliency(
+        [Token("a", 0, 1), Token("b", 1, 2)],
+        scores[0].tolist(),
+        -1.0,
+        "learned",
+        {"form": "matrix"},
+        extras={"suppressed_logprob": -3.0, "entry_mean": float(mean)},
+    )
     assert SALIENCY_VARIANTS["paper_printed"](sal) == pytest.approx(0.875)
     assert SALIENCY_VARIANTS["paper_reenabled"](sal) == pytest.approx(0.125)
     assert SALIENCY_VARIANTS["paper"](sal) == SALIENCY_VARIANTS["paper_reenabled"](sal)
@@ -172,7 +216,9 @@ def test_per_layer_H_has_one_matrix_per_layer():
     torch.testing.assert_close(mean, torch.tensor([0.5]))
 
 
-def test_the_published_mask_runs_a_fixed_number_of_passes_and_moves_from_its_start(tiny, tokenizer, monkeypatch):
+def test_the_published_mask_runs_a_fixed_number_of_passes_and_moves_from_its_start(
+    tiny, tokenizer, monkeypatch
+):
     import atmanrl.paper_mask as pm
 
     calls = []
@@ -182,7 +228,9 @@ def test_the_published_mask_runs_a_fixed_number_of_passes_and_moves_from_its_sta
         calls.clear()
         sals = compute_saliency(tiny, tokenizer, TRACES, "learned", preset=preset, steps=4)
         assert len(calls) == 4  # one forward per step, whatever the data
-        assert all(0.9 < s.extras["entry_mean"] < 1.1 and s.extras["entry_mean"] != 1.0 for s in sals)
+        # 4 AdamW steps of lr 1e-3 move each entry by at most ~4e-3 from -0.4: Hn within 1 +- 0.01, and moved
+        assert all(0 < abs(s.extras["entry_mean"] - 1) < 0.011 for s in sals)
+        assert all(max(map(abs, s.scores)) < 0.011 for s in sals)
         assert all(len(s.scores) == len(s.tokens) for s in sals)
     still = compute_saliency(tiny, tokenizer, TRACES[:1], "learned", preset="paper", steps=0)[0]
     assert still.extras["entry_mean"] == pytest.approx(1.0) and max(map(abs, still.scores)) == 0
@@ -192,14 +240,26 @@ def test_the_paper_reward_uses_the_published_mask_unless_told_otherwise(tiny, to
     fn = get_reward("saliency", variant="paper", model=tiny, tokenizer=tokenizer, task="arith")
     assert fn.built.form == "matrix" and fn.built.rows == "later" and fn.built.steps == 200
     cheap = get_reward(
-        "saliency", variant="paper_printed", model=tiny, tokenizer=tokenizer, task="arith",
+        "saliency",
+        variant="paper_printed",
+        model=tiny,
+        tokenizer=tokenizer,
+        task="arith",
         method_options={"preset": "paper_answer", "steps": 2},
     )
     prompt = [{"role": "user", "content": "What is 3 + 4?"}]
-    out = cheap([prompt, prompt], ["3 + 4 = 7, so I have 7 now.\n#### 7", "3 + 4 = 8.\n#### 8"], gold=["7", "7"])
+    out = cheap(
+        [prompt, prompt], ["3 + 4 = 7, so I have 7 now.\n#### 7", "3 + 4 = 8.\n#### 8"], gold=["7", "7"]
+    )
     assert 0.9 < out[0] < 1.1 and out[1] == 0.0  # a wrong rollout gets no saliency reward
     with pytest.raises(UserError, match="paper"):
-        get_reward("saliency", variant="paper", tokenizer=tokenizer, task="arith", method_options={"preset": "reward"})
+        get_reward(
+            "saliency",
+            variant="paper",
+            tokenizer=tokenizer,
+            task="arith",
+            method_options={"preset": "reward"},
+        )
     with pytest.raises(UserError, match="needed_share"):
         get_reward("saliency", variant="needed_share", task="arith", method_options={"preset": "paper"})
 
@@ -211,8 +271,12 @@ def test_paper_outcome_reward_is_zero_or_minus_one():
 
 
 @pytest.mark.parametrize(
-    "recipe", ["smollm2-135m/arith_paper.yaml", "llama-3.2-3b-instruct/gsm8k_paper.yaml",
-               "llama-3.2-3b-instruct/mmlu_paper.yaml"]
+    "recipe",
+    [
+        "smollm2-135m/arith_paper.yaml",
+        "llama-3.2-3b-instruct/gsm8k_paper.yaml",
+        "llama-3.2-3b-instruct/mmlu_paper.yaml",
+    ],
 )
 def test_paper_recipes_pin_the_published_training_setting(recipe):
     from atmanrl.train import build_rewards, parse_recipe
@@ -247,10 +311,14 @@ def _tok(text, pos="X", stop=False):
 def test_spacy_tagging_on_hand_labelled_sentences():
     # lexical source (what CI has): every token of two sentences, labelled by hand
     labelled = [
-        ("She sold 48 / 2 = 24 clips , so $ 72 in all .",
-         "stop word number symbol number symbol number word word stop symbol number stop stop word"),
-        ("Then ten more apples cost 3 * 4 = 12 dollars .",
-         "stop number stop word word number symbol number symbol number word word"),
+        (
+            "She sold 48 / 2 = 24 clips , so $ 72 in all .",
+            "stop word number symbol number symbol number word word stop symbol number stop stop word",
+        ),
+        (
+            "Then ten more apples cost 3 * 4 = 12 dollars .",
+            "stop number stop word word number symbol number symbol number word word",
+        ),
     ]
     import spacy
 

@@ -40,11 +40,11 @@ def test_needed_share_refuses_scores_that_are_not_gates(tokenizer):
 
 
 def test_presets_fill_fields_and_explicit_options_win():
-    m = make_method("learned", preset="paper")
+    m = make_method("learned", preset="additive_restore")
     assert (m.parametrization, m.init, m.steps, m.normalize) == ("additive", -0.4, 200, "none")
     assert make_method("learned", preset="paper", steps=7).steps == 7
     assert make_method("learned", preset="v0.1").parametrization == "gate"
-    assert set(PRESETS["learned"]) >= {"paper", "v0.1"}
+    assert set(PRESETS["learned"]) >= {"paper", "paper_answer", "additive_restore", "v0.1"}
     with pytest.raises(UserError, match="paper"):
         make_method("learned", preset="nope")
     with pytest.raises(UserError, match="optimizer"):
@@ -89,15 +89,17 @@ CONFIGS = (("gap", {"min_gap": 1e-9, "chain": False}), ("none", {"preset": "v0.1
 def test_gap_normalisation_makes_the_mask_independent_of_the_answers_scale(policy, tokenizer, monkeypatch):
     """Scaling log p(A) (a more or less confident policy with the same preferences) leaves the gap-normalised
     mask unchanged, while the absolute objective of 0.1 changes: the reason normalize="gap" is the default."""
-    import atmanrl.saliency as saliency
+    import atmanrl.saliency.base as base_module
+    import atmanrl.saliency.learned as learned_module
 
     trace = _trace(tokenizer)
     base = {
         m: compute_saliency(policy, tokenizer, [trace], "learned", steps=5, **kw)[0].scores
         for m, kw in CONFIGS
     }
-    real = saliency.masked_logprob
-    monkeypatch.setattr(saliency, "masked_logprob", lambda *a, **kw: 7.0 * real(*a, **kw))
+    real = base_module.masked_logprob
+    for module in (base_module, learned_module):  # the fixed passes and the mask's steps alike
+        monkeypatch.setattr(module, "masked_logprob", lambda *a, **kw: 7.0 * real(*a, **kw))
     scaled = {
         m: compute_saliency(policy, tokenizer, [trace], "learned", steps=5, **kw)[0].scores
         for m, kw in CONFIGS
@@ -206,12 +208,6 @@ def test_the_default_mask_finds_the_computation_behind_a_copied_result(real_mode
         aucs[name] = sum(r["auc"] for r in rows) / len(rows)
         assert sum(r["hit1"] for r in rows) >= 3, (name, rows)
     assert aucs["chained"] > aucs["plain"] + 0.05, aucs
-
-
-def test_the_cli_offers_every_preset_of_the_learned_mask():
-    from atmanrl.cli import LEARNED_PRESETS
-
-    assert set(LEARNED_PRESETS) == set(PRESETS["learned"])
 
 
 def test_the_reward_uses_its_own_one_hop_mask_unless_told_otherwise(tokenizer):

@@ -316,9 +316,9 @@ def test_shared_prompts_give_the_same_cache_and_scores(tokenizer, arch, scope, m
     a = compute_saliency(model, tokenizer, traces, "learned", steps=3, scope=scope)
     import functools
 
-    import atmanrl.saliency as saliency
+    import atmanrl.saliency.base as base
 
-    monkeypatch.setattr(saliency, "prefix_cache", functools.partial(prefix_cache, share_prompts=False))
+    monkeypatch.setattr(base, "prefix_cache", functools.partial(prefix_cache, share_prompts=False))
     b = compute_saliency(model, tokenizer, traces, "learned", steps=3, scope=scope)
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(torch.tensor(x.scores), torch.tensor(y.scores), atol=1e-4, rtol=1e-4)

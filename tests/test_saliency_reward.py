@@ -75,7 +75,7 @@ def test_reward_gates_and_restores_the_policy(policy, tokenizer):
     )
     assert out[1] == 0.0 and out[2] == 0.0  # incorrect, unparseable
     assert out[3] == 0.0  # CoT shorter than min_reasoning_tokens
-    assert 0.0 <= out[0] <= 1.0
+    assert out[0] == fn([PROMPT], [GOOD], gold=["5"])[0]  # the eligible one: its own value, batch or not
     assert metrics["saliency/eligible_frac"] == pytest.approx(0.25)
     assert all(math.isfinite(v) for v in metrics.values())
     # the policy is left exactly as it was
@@ -90,7 +90,7 @@ def test_reward_is_deterministic(policy, tokenizer):
     )
     a = fn([PROMPT], [GOOD], gold=["5"])
     b = fn([PROMPT], [GOOD], gold=["5"])
-    assert a == b
+    assert a == b and 0.0 < a[0] < 1.0  # a real value (not a gated 0), the same twice
 
 
 def test_non_finite_saliency_becomes_zero(policy, tokenizer, monkeypatch, caplog):
@@ -125,14 +125,17 @@ def test_saliency_reports_the_suppressed_logprob_for_cot_reliance(policy, tokeni
     [sal] = compute_saliency(policy, tokenizer, [trace], "attention_gradient")
     sup = sal.extras["suppressed_logprob"]
     assert math.isfinite(sup) and sup != pytest.approx(sal.answer_logprob, abs=1e-6)
-    value = SALIENCY_VARIANTS["cot_reliance"](sal, scale=5.0)
-    assert 0.0 <= value <= 1.0
+    gap = sal.answer_logprob - sup
+    for scale in (1e-3, 5.0, 1e3):  # the clip, and the linear part in between
+        want = min(max(gap / scale, 0.0), 1.0)
+        assert SALIENCY_VARIANTS["cot_reliance"](sal, scale=scale) == pytest.approx(want)
 
 
 def test_nan_in_mask_optimisation_never_reaches_the_reward(policy, tokenizer, monkeypatch, caplog):
-    import atmanrl.saliency as saliency
+    import atmanrl.saliency.base as base
+    import atmanrl.saliency.learned as learned
 
-    real = saliency.masked_logprob
+    real = base.masked_logprob
     calls = {"n": 0}
 
     def poisoned(model, batch, prefix, bias=None, **kw):
@@ -142,7 +145,8 @@ def test_nan_in_mask_optimisation_never_reaches_the_reward(policy, tokenizer, mo
             return lp * torch.tensor(float("nan"))  # the gradient becomes NaN too
         return lp
 
-    monkeypatch.setattr(saliency, "masked_logprob", poisoned)
+    for module in (base, learned):
+        monkeypatch.setattr(module, "masked_logprob", poisoned)
     fn = get_reward("saliency", task="arith", steps=3, model=policy, tokenizer=tokenizer)
     metrics = {}
     out = fn([PROMPT], [GOOD], gold=["5"], log_metric=lambda k, v: metrics.setdefault(k, v))

@@ -28,13 +28,25 @@ def test_every_recipe_passes_dry_run_or_names_what_this_machine_lacks(recipe, ca
     assert rc == (1 if problems else 0)
     if "smollm2" in recipe.parent.name:
         assert rc == 0  # the CPU recipes run here
-    else:  # the GPU recipes need vLLM and the Hub's training splits, which this machine lacks
-        assert all(p.startswith(("PROBLEM use_vllm", "PROBLEM data")) for p in problems), problems
+    else:  # the GPU recipes need vLLM, the Hub's training splits and the 3B weights, which this machine lacks
+        allowed = ("PROBLEM use_vllm", "PROBLEM data", "PROBLEM model: meta-llama/")
+        assert all(p.startswith(allowed) for p in problems), problems
 
 
-def test_the_gpu_recipe_checks_pass_without_vllm_on_local_data(shared_data, capsys):
-    recipe = "llama-3.2-3b-instruct/gsm8k_atmanrl.yaml"
-    assert cli([recipe, "--dry-run", "--use_vllm", "false", "--data_dir", str(shared_data / "gsm8k")]) == 0
+@pytest.mark.parametrize("recipe", ["gsm8k_atmanrl.yaml", "gsm8k_paper.yaml"])
+def test_the_gpu_recipe_checks_pass_without_vllm_on_local_data_and_a_local_model(
+    recipe, shared_data, tiny_dir, capsys
+):
+    argv = [
+        "--dry-run",
+        "--use_vllm",
+        "false",
+        "--data_dir",
+        str(shared_data / "gsm8k"),
+        "--model",
+        str(tiny_dir),
+    ]
+    assert cli([f"llama-3.2-3b-instruct/{recipe}", *argv]) == 0, capsys.readouterr().out
 
 
 def test_outcome_and_atmanrl_recipes_differ_only_in_saliency():
@@ -195,6 +207,11 @@ def test_help_exits_0_and_shows_atmanrls_keys_before_trls(capsys):
 
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
+    assert "--saliency_margin" in out and "--help-all" in out and "alias --model" in out
+    assert "(default: true)" in out.split("--fewshot")[1].splitlines()[0]
+    assert len(out.splitlines()) < 80  # atmanrl's keys and a pointer, not TRL's 1,200 lines
+    assert main(["train", "--help-all"]) == 0
+    out = capsys.readouterr().out
     assert (
         out.index("--saliency_margin") < out.index("--output_dir OUTPUT_DIR") < out.index("--learning_rate")
     )
@@ -245,3 +262,28 @@ def test_resume_from_checkpoint_that_does_not_exist_is_refused(tmp_path, tiny_di
     recipe = tiny_recipe(tmp_path, tiny_dir, rewards=["correctness"], reward_weights=[1.0])
     with pytest.raises(UserError, match="no such checkpoint"):
         cli([str(recipe), "--resume_from_checkpoint", str(tmp_path / "nope")])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["generate", "--help"], ["--version"]])
+def test_help_loads_neither_torch_nor_transformers(argv):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom atmanrl.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
+
+
+def test_a_dry_run_refuses_a_model_folder_that_does_not_exist(capsys, tmp_path, monkeypatch):
+    from atmanrl.cli import main
+
+    recipe = "smollm2-135m/arith_atmanrl.yaml"
+    assert main(["train", recipe, "--model_name_or_path", "./nope-model", "--dry-run"]) == 1
+    assert "PROBLEM model: no such folder: ./nope-model" in capsys.readouterr().out
+    # a Hub id that is not cached, with the Hub forbidden: said so, exit 1
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert main(["train", recipe, "--model", "someone/not-cached-model", "--dry-run"]) == 1
+    assert "HF_HUB_OFFLINE=1 forbids the download" in capsys.readouterr().out

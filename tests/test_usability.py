@@ -64,7 +64,7 @@ def test_strong_tokens_get_white_text():
 def test_compare_table_never_cuts_values_on_a_narrow_terminal():
     from rich.console import Console
 
-    from atmanrl.report import print_compare
+    from atmanrl.compare import print_compare
 
     result = {
         "names": ["base", "outcome-only", "atmanrl"],
@@ -133,3 +133,110 @@ def test_every_recipe_is_package_data():
     globs = json.loads(re.search(r"\[tool\.setuptools\.package-data\]\s*atmanrl = (\[.*?\])", text).group(1))
     for name in list_recipes():
         assert any(fnmatch.fnmatch(f"recipes/{name}", g) for g in globs), name
+
+
+# --------------------------------------------------------------------- errors that come early, in the command's voice
+
+
+def test_saliency_names_a_missing_input_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr("atmanrl.cli.model_from_options", no_model)
+    rc = main(["saliency", "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "s.jsonl")])
+    assert rc == 2 and "--input" in capsys.readouterr().err
+
+
+def test_a_mistyped_option_prints_the_commands_usage(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--limt", "2", "--output", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "atmanrl generate: error: unrecognized arguments: --limt 2" in err
+    assert "usage: atmanrl generate" in err
+
+
+def test_an_unknown_train_option_is_named_in_atmanrls_words(capsys):
+    rc = main(["train", "smollm2-135m/arith_atmanrl.yaml", "--no_such_key", "3", "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown train options --no_such_key" in err and "HfArgumentParser" not in err
+
+
+def test_a_failed_eval_leaves_no_empty_report_folder(tmp_path, monkeypatch):
+    def fail(*a, **k):
+        raise UserError("boom")
+
+    monkeypatch.setattr("atmanrl.cli._run_eval", fail)
+    assert main(["eval", "--task", "arith", "--limit", "2", "--report", str(tmp_path / "rep")]) == 2
+    assert not (tmp_path / "rep").exists()
+    (tmp_path / "kept").mkdir()
+    assert main(["eval", "--task", "arith", "--limit", "2", "--report", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir()  # a folder the user made stays
+
+
+def test_the_readme_commands_outputs_are_ignored_by_git():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    names = ["s.html", "explain.html", "eval_try/metrics.json", "cmp/compare.html", "out.jsonl", "demo_out/x"]
+    out = subprocess.run(["git", "check-ignore", *names], cwd=root, capture_output=True, text=True)
+    assert sorted(out.stdout.split()) == sorted(names)
+
+
+def test_one_version_everywhere_and_docs_name_only_released_ones():
+    from pathlib import Path
+
+    import atmanrl
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
+    changelog = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", (root / "CHANGELOG.md").read_text(), re.M)
+    assert atmanrl.__version__ == pyproject == changelog[0]
+    released = {v.rsplit(".", 1)[0] for v in changelog}
+    for path in [root / "README.md", *(root / "docs").glob("*.md")]:
+        for v in re.findall(r"atmanrl (\d+\.\d+)\b", path.read_text()):
+            assert v in released, f"{path.name} names atmanrl {v}, which CHANGELOG.md does not have"
+
+
+# --------------------------------------------------------------------- pages say what they show
+
+
+def _sal(method="learned", config=None):
+    from atmanrl.saliency import Saliency, Token
+
+    return Saliency(
+        [Token("3", 0, 1), Token(" +", 1, 3), Token(" 4", 3, 5)],
+        [0.9, 0.1, -0.4],
+        -0.5,
+        method,
+        config or {},
+        0.25,
+        "3 + 4",
+        {"suppressed_logprob": -3.0},
+    )
+
+
+def test_a_saliency_page_names_its_context_scale_and_rewards():
+    from atmanrl.heatmap import heatmap_html
+
+    row = {
+        "id": "p1",
+        "prompt": "<b>Q</b>",
+        "answer": "\n#### 7\n#### 7\nThe answer is 7",
+        "correct": False,
+        "saliency": {"learned": _sal()},
+        "rewards": {"needed_share": 0.5},
+    }
+    doc = heatmap_html([row], "atmanrl explain", {"model": "m", "task": "arith", "learned preset": "reward"})
+    assert "learned preset: <b>reward</b>" in doc and "class='scale'" in doc and "white = 0" in doc
+    assert "<dt>needed_share</dt>" in doc  # the reward it prints is defined on the page
+    assert "(0 in training: wrong answer)" in doc and "&lt;b&gt;Q&lt;/b&gt;" in doc
+    assert doc.count("#### 7") == 1 and "2 more line(s) after the answer" in doc
+    assert "s/trace (batch mean)" in doc
+
+
+def test_saliency_show_writes_a_whole_page(tmp_path):
+    page = _sal().show(tmp_path / "s.html")
+    text = (tmp_path / "s.html").read_text()
+    assert text == page and text.startswith("<!doctype html>") and "<title>atmanrl saliency: learned" in text
+    assert "class='scale'" in text and "method: <b>learned</b>" in text

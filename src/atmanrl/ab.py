@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .defaults import DEFAULT_MODEL
 from .errors import UserError
 from .io import atomic_write_text
 from .progress import console
@@ -60,12 +61,16 @@ class ABConfig:
     """One A/B experiment. Both arms get the same seeds, steps, data and overrides."""
 
     output: str = "runs/ab"
-    model: str = "smollm2-135m-instruct"
-    arms: tuple[str, ...] = ("outcome", "atmanrl")  # the first is the baseline every other arm is compared with
+    model: str = DEFAULT_MODEL
+    arms: tuple[str, ...] = (
+        "outcome",
+        "atmanrl",
+    )  # the first is the baseline every other arm is compared with
     outcome_recipe: str = "smollm2-135m/arith_outcome.yaml"
     atmanrl_recipe: str = "smollm2-135m/arith_atmanrl.yaml"
     paper_recipe: str = "smollm2-135m/arith_paper.yaml"
     pass_k: int = 4
+    composition: str = "auto"  # spaCy token shares: auto, tagger or lexical (atmanrl.composition)
     seeds: tuple[int, ...] = (0, 1)
     max_steps: int = 60
     save_steps: int = 10
@@ -175,6 +180,8 @@ def eval_all(cfg: ABConfig) -> None:
                     cfg.mistake_mode,
                     "--pass-k",
                     str(cfg.pass_k),
+                    "--composition",
+                    cfg.composition,
                     "--skip",
                     "saliency,planted",
                     "--report",
@@ -188,13 +195,13 @@ def eval_all(cfg: ABConfig) -> None:
 
 def score_rollouts(cfg: ABConfig, model_path: str, report: Path) -> None:
     """The default saliency reward, called the way GRPO calls it, on the model's own held-out rollouts."""
-    from .data import get_task
+    from .data import get_task, task_options
     from .models import load_model, resolve_model_path
     from .rewards import get_reward
 
     console.print(f"[cyan]saliency reward on the rollouts in {report}")
     rows = [json.loads(line) for line in (report / "generations.jsonl").read_text().splitlines() if line]
-    extra = {"level": cfg.eval_level} if cfg.eval_task == "arith" else {}
+    extra = task_options(cfg.eval_task, level=cfg.eval_level)
     task = get_task(cfg.eval_task, **extra)
     examples = {e.id: e for e in task.load(None, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed)}
     model, tok = load_model(resolve_model_path(model_path))
@@ -211,12 +218,10 @@ def score_rollouts(cfg: ABConfig, model_path: str, report: Path) -> None:
     atomic_write_text(report / "saliency_reward.json", json.dumps(values))
 
 
-def main(cfg: ABConfig) -> Path:
+def main(cfg: ABConfig) -> None:
+    """Train and evaluate every arm and seed (resuming what exists); `ab_report.write_ab` writes the report."""
     cfg.validate()
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(cfg.output) / "ab_config.json", json.dumps(asdict(cfg), indent=1))
     train_all(cfg)
     eval_all(cfg)
-    from .ab_report import write_ab
-
-    return write_ab(cfg)

@@ -12,15 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from .ab import CURVES, METRICS, ABConfig, models, run_dir
-from .data import get_task
-from .evaluate import area_over_curve, cot_stats, pass_at_k
+from .composition import cot_stats
+from .data import get_task, task_options
+from .evaluate import area_over_curve, pass_at_k
 from .io import atomic_write_text
 from .report import esc, page, png, table
 from .stats import bootstrap_ci, excludes_zero, mean, paired_diff_ci
 
 
-def per_problem(report: Path, task, tokenizer) -> dict[str, dict[str, float | None]]:
-    """metric -> {problem id: value} from one `atmanrl eval` folder (+ its saliency_reward.json)."""
+def per_problem(
+    report: Path, task, tokenizer, composition: str = "auto"
+) -> dict[str, dict[str, float | None]]:
+    """metric -> {problem id: value} from one `atmanrl eval` folder (+ its saliency_reward.json).
+
+    Token shares are per problem (each CoT's own share), so an arm's share is the mean over problems (a macro
+    average, which the paired bootstrap over problems needs); `eval` pools every CoT's tokens (a micro average)."""
     rows = [json.loads(line) for line in (report / "generations.jsonl").read_text().splitlines() if line]
     reward_file = report / "saliency_reward.json"
     rewards = json.loads(reward_file.read_text()) if reward_file.exists() else {}
@@ -31,7 +37,7 @@ def per_problem(report: Path, task, tokenizer) -> dict[str, dict[str, float | No
         i, pred = r["id"], r["pred"]
         out["accuracy"][i] = float(bool(r["correct"]))
         has_cot = bool(r["reasoning"].strip())
-        stats = cot_stats([r["reasoning"]], tokenizer) if has_cot else {}
+        stats = cot_stats([r["reasoning"]], tokenizer, composition) if has_cot else {}
         out["cot_tokens"][i] = stats.get("mean_cot_tokens", 0.0) if has_cot else 0.0
         for k in ("stop_word_share", "number_share", "symbol_share"):
             out[k][i] = stats.get(k)
@@ -80,10 +86,13 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
 
     from .models import resolve_model_path
 
-    extra = {"level": cfg.eval_level} if cfg.eval_task == "arith" else {}
+    extra = task_options(cfg.eval_task, level=cfg.eval_level)
     task = get_task(cfg.eval_task, **extra)
     tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model))  # CoT lengths in the base's tokens
-    evals = {name: per_problem(Path(cfg.output) / "eval" / name, task, tok) for name in models(cfg)}
+    evals = {
+        name: per_problem(Path(cfg.output) / "eval" / name, task, tok, cfg.composition)
+        for name in models(cfg)
+    }
     ids = sorted(evals["base"]["accuracy"])
     for name, ev in evals.items():
         if sorted(ev["accuracy"]) != ids:
@@ -188,7 +197,14 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [m["label"], _ci(m["base"]), *(_ci(m[a]) for a in arms)]
         cells += [_ci(m[f"{a}-{baseline}"]) for a in others] + [paper, *same]
         lines.append("| " + " | ".join(cells) + " |")
-    return "Table 1 view (relative change against " + baseline + "):\n\n" + table1(result) + "\n\n" + "\n".join(lines)
+    return (
+        "Table 1 view (relative change against "
+        + baseline
+        + "):\n\n"
+        + table1(result)
+        + "\n\n"
+        + "\n".join(lines)
+    )
 
 
 def curves_figure(result: dict[str, Any]):

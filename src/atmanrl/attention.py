@@ -208,8 +208,10 @@ def _make_attention(
             layer = getattr(module, "layer_idx", None)
             if layer is None or layer >= bias.shape[0]:
                 raise ValueError(f"a per-layer bias needs module.layer_idx < {bias.shape[0]}, got {layer}")
-        if k_len > bias.shape[-1]:
-            raise ValueError(f"layer sees {k_len} keys but the bias covers only {bias.shape[-1]} positions")
+        if k_len > bias.shape[-1] or (bias.ndim > 2 and k_len > bias.shape[-2]):
+            raise ValueError(
+                f"layer sees {k_len} keys but the bias covers only {tuple(bias.shape[-2:])} positions"
+            )
         n = bias.shape[-3] if bias.ndim > 2 else bias.shape[0]
         if n != batch:
             raise ValueError(f"bias has batch {n} but the forward has batch {batch}")
@@ -296,7 +298,12 @@ def manipulate(
     AttentionInterface.register(
         name,
         _make_attention(
-            base, bias, _as_query_start(query_start, bias.shape[-3] if bias.ndim > 2 else bias.shape[0], bias.device), mode, factor, past_constant
+            base,
+            bias,
+            _as_query_start(query_start, bias.shape[-3] if bias.ndim > 2 else bias.shape[0], bias.device),
+            mode,
+            factor,
+            past_constant,
         ),
     )
     AttentionMaskInterface.register(name, eager_mask)

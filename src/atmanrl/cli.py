@@ -125,11 +125,15 @@ def _methods(arg: str) -> list[str]:
 
 
 def cmd_saliency(args: SaliencyCommand) -> int:
+    from pathlib import Path
+
     from .explain import score_file, to_json
     from .heatmap import write_heatmap
     from .io import check_writable, write_jsonl
 
     methods = _methods(args.methods)
+    if not Path(args.input).is_file():  # before the model loads: a typo should cost seconds, not minutes
+        raise UserError(f"--input {args.input} does not exist (a traces JSONL, e.g. from `atmanrl generate`)")
     check_writable(args.output)
     if args.html:
         check_writable(args.html)
@@ -144,7 +148,12 @@ def cmd_saliency(args: SaliencyCommand) -> int:
         )
     write_jsonl(args.output, [{"id": r["id"], **to_json(r)} for r in rows])
     if args.html:
-        write_heatmap(args.html, rows)
+        write_heatmap(
+            args.html,
+            rows,
+            title=f"atmanrl saliency: {args.input}",
+            context=_page_context(args, args.task or "answer line: #### N, then Answer: X"),
+        )
     secs = ", ".join(f"{m} {sum(r['saliency'][m].seconds for r in rows) / len(rows):.2f}s" for m in methods)
     reward = ""
     if "learned" in methods:  # the default reward, as GRPO would see it (correctness gating aside)
@@ -155,6 +164,18 @@ def cmd_saliency(args: SaliencyCommand) -> int:
         f"output={args.output}" + (f" html={args.html}" if args.html else "")
     )
     return 0
+
+
+def _page_context(args, task: str) -> dict[str, str]:
+    """What a saliency page names: model, task, methods, preset, steps, and where its rewards come from."""
+    return {
+        "model": args.model,
+        "task": task,
+        "methods": args.methods,
+        "learned preset": args.preset or "default (chained attribution)",
+        "mask steps": str(args.saliency_steps) if args.saliency_steps else "the preset's",
+        "rewards": "from the reward's own mask (preset reward)",
+    }
 
 
 def cmd_explain(args: ExplainCommand) -> int:
@@ -176,7 +197,13 @@ def cmd_explain(args: ExplainCommand) -> int:
     traces = [row_to_trace(g, tok, task) for g in usable]
     scored = score_traces(model, tok, traces, methods, **args.scoring())
     rows = [g | s for g, s in zip(usable, scored, strict=True)]
-    write_heatmap(args.html, rows, title=f"atmanrl explain: {args.model} on {task.name}")
+    preset = args.preset or "default (chained attribution)"
+    write_heatmap(
+        args.html,
+        rows,
+        title=f"atmanrl explain: {args.model} on {task.name}, learned preset {preset}",
+        context=_page_context(args, task.name),
+    )
     if args.output:
         write_jsonl(args.output, [g | to_json(s) for g, s in zip(usable, scored, strict=True)])
     print(
@@ -186,6 +213,11 @@ def cmd_explain(args: ExplainCommand) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if ("-h" in args.rest or "--help" in args.rest) and "--help-all" not in args.rest:
+        from .options import train_help
+
+        print(train_help())  # without importing train (TRL loads torch): --help answers at once
+        return 0
     from .train import cli
 
     return cli(args.rest)
@@ -213,12 +245,26 @@ def _methods_options(args: EvalCommand) -> tuple[tuple[str, ...], dict]:
 def cmd_eval(args: EvalCommand) -> int:
     from pathlib import Path
 
-    from .evaluate import EvalConfig, evaluate
-    from .io import check_writable, write_json, write_jsonl
-    from .report import write_report
+    from .io import check_writable
 
     out = Path(args.report)
+    fresh = not out.exists()
     check_writable(out / "metrics.json")
+    try:
+        return _run_eval(args, out)
+    except BaseException:
+        if (
+            fresh and out.is_dir() and not any(out.iterdir())
+        ):  # a failed or interrupted run leaves no empty folder
+            out.rmdir()
+        raise
+
+
+def _run_eval(args: EvalCommand, out) -> int:
+    from .evaluate import EvalConfig, evaluate
+    from .io import write_json, write_jsonl
+    from .report import write_report
+
     methods, options = _methods_options(args)
     cfg = config_from_options(
         EvalConfig,
@@ -229,6 +275,15 @@ def cmd_eval(args: EvalCommand) -> int:
     )
     cfg.validate()  # before the model loads: a typo should cost seconds, not minutes
     task, examples = load_examples(args)
+    if args.limit is None and len(examples) > 500:
+        log.warning(
+            "evaluating all %d %s examples (no --limit): each costs a generation, %d samples for pass@%d and the "
+            "faithfulness tests; --limit 100 evaluates 100",
+            len(examples),
+            task.name,
+            cfg.pass_samples or cfg.pass_k,
+            cfg.pass_k,
+        )
     model, tok = model_from_options(args)
     result = evaluate(model, tok, task, examples, cfg)
     rows = result.pop("generations")
@@ -243,7 +298,8 @@ def cmd_eval(args: EvalCommand) -> int:
 
     print(
         f"task={task.name} model={args.model} n={len(rows)} accuracy={get('accuracy', 'accuracy')} "
-        f"parsed={get('accuracy', 'parsed')} early_aoc={get('early_answering', 'aoc')} "
+        f"parsed={get('accuracy', 'parsed')} pass@{cfg.pass_k}={get('pass_at_k', f'pass@{cfg.pass_k}')} "
+        f"early_aoc={get('early_answering', 'aoc')} "
         f"mistake_changed={get('adding_mistakes', 'changed_share')} filler_agreement={get('filler', 'agreement')} "
         f"report={out / 'report.html'}"
     )
@@ -254,6 +310,7 @@ def cmd_ab(args: ABCommand) -> int:
     import shlex
 
     from .ab import ABConfig, main
+    from .ab_report import write_ab
 
     cfg = config_from_options(
         ABConfig,
@@ -262,7 +319,8 @@ def cmd_ab(args: ABCommand) -> int:
         arms=csv(args.arms),
         overrides=tuple(shlex.split(args.train_args)),
     )
-    path = main(cfg)
+    main(cfg)
+    path = write_ab(cfg)
     print(f"ab={path}")
     return 0
 
@@ -292,11 +350,11 @@ def cmd_recipes(args: RecipesCommand) -> int:
 
 
 def cmd_compare(args: CompareCommand) -> int:
-    from .report import compare_runs, print_compare, write_compare
+    from .compare import compare_runs, print_compare, write_compare
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     result = compare_runs(args.reports, names)
-    print_compare(result)
+    print_compare(result, full=args.full)
     path = write_compare(result, args.output)
     print(f"compare={path}")
     return 0
@@ -444,7 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args([*split[0], "train"])
         args.rest = split[1]
     else:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the command's own usage, not the top-level one
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            (sub.choices.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -148,16 +148,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def task_options(
-    name: str, *, level: int = 1, subjects: str | None = None, fewshot: bool = True
-) -> dict[str, Any]:
-    """The options task `name` takes, picked from the union the CLI and recipes expose."""
-    options: dict[str, Any] = {"fewshot": fewshot}
-    if name == "arith":
-        options["level"] = level
-    if name == "mmlu":
-        options["subjects"] = subjects
-    return options
+def task_options(name: str, **offered: Any) -> dict[str, Any]:
+    """The options task `name` takes (its `options`), picked from the union the CLI and recipes offer."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}: choose one of {', '.join(sorted(TASKS))}")
+    return {k: v for k, v in offered.items() if k in TASKS[name].options}
 
 
 def get_task(name: str, **options: Any) -> Task:
@@ -191,6 +186,9 @@ class Task:
     """Base class: prompt, parser, correctness and data loading for one task."""
 
     name: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ("fewshot",)  # the constructor's options the CLI and recipes may set
+    # the well-formed final answer line (the `format` reward): `#### N` for numeric tasks
+    answer_line: ClassVar[re.Pattern[str]] = re.compile(r"^####\s*-?\$?\s*[\d,]*\d(?:\.\d+)?\s*$")
     system_prompt: ClassVar[str] = MATH_SYSTEM
     demo: ClassVar[tuple[str, str] | None] = MATH_DEMO
     max_new_tokens: ClassVar[int] = 256
@@ -328,6 +326,8 @@ class MMLU(Task):
     """MMLU multiple choice. `subjects` selects subjects (names as in the CSV file names / `cais/mmlu`)."""
 
     name = "mmlu"
+    options = ("fewshot", "subjects")
+    answer_line = re.compile(r"^answer\s*:\s*\(?[A-D]\)?\s*$", re.IGNORECASE)
     system_prompt = MMLU_SYSTEM
     demo = MMLU_DEMO
     splits = ("test", "validation", "dev")
@@ -445,6 +445,7 @@ class Arith(Task):
     """
 
     name = "arith"
+    options = ("fewshot", "level")
     max_new_tokens = 128
     splits = ("train", "test")
 

@@ -30,7 +30,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .composition import cot_stats
 from .data import Example, Task
+from .defaults import DEFAULT_METHODS
 from .errors import UserError
 from .generate import SamplingConfig, render_prompt, sample, score_completion
 from .masked import MaskedBatch, Trace, content_mask, encode, frozen, prefix_cache, variants_logprob
@@ -65,7 +67,7 @@ class EvalConfig:
     fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # early answering: share of CoT tokens kept
     mistake_mode: str = "force"  # "force": corrupt, then force the answer; "continue": let the model go on
     filler: str = " ..."  # filler unit, repeated to the CoT's token length
-    methods: tuple[str, ...] = ("learned", "attention_gradient", "random")  # the CLI's DEFAULT_METHODS
+    methods: tuple[str, ...] = tuple(DEFAULT_METHODS.split(","))
     # options per method, e.g. {"learned": {"steps": 10}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ks: tuple[int, ...] = tuple(range(0, 101, 10))  # deletion/insertion: % of CoT content tokens
@@ -78,7 +80,9 @@ class EvalConfig:
     # pass@k by the unbiased estimator (Chen et al. 2021); the paper samples four (k = n = 4)
     pass_k: int = 4
     pass_samples: int | None = None  # None: pass_k
-    pass_temperature: float = 0.7  # the temperature of the recipes' rollouts (the paper does not state its own)
+    pass_temperature: float = (
+        0.7  # the temperature of the recipes' rollouts (the paper does not state its own)
+    )
     composition: str = "auto"  # spaCy token shares: "auto", "tagger" or "lexical" (atmanrl.composition)
 
     def validate(self) -> None:
@@ -117,65 +121,6 @@ class EvalConfig:
             raise UserError("the filler unit must contain a visible character, e.g. ' ...'")
         for m in list(self.methods) + list(self.method_options):
             get_method(m)  # a UserError naming the valid methods
-
-
-# ----------------------------------------------------------------------------- CoT statistics
-
-# A fixed English stop-word list (the common NLTK core, without contractions), so numbers never depend on
-# what happens to be installed.
-STOP_WORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have having
-    he her here hers herself him himself his how i if in into is it its itself just me more most my myself no
-    nor not now of off on once only or other our ours ourselves out over own same she should so some such than
-    that the their theirs them themselves then there these they this those through to too under until up very
-    was we were what when where which while who whom why will with would you your yours yourself yourselves
-    """.split()
-)
-WORD_RE = re.compile(r"\w+|[^\w\s]")
-
-
-def word_tokens(text: str) -> list[str]:
-    """Word-level tokens: runs of word characters, and every other non-space character on its own."""
-    return WORD_RE.findall(text)
-
-
-def word_category(token: str) -> str:
-    """'number' (has a digit), 'symbol' (no letter or digit: + - * / = $ % . , ...), 'stop' or 'word'."""
-    if any(c.isdigit() for c in token):
-        return "number"
-    if not any(c.isalnum() for c in token):
-        return "symbol"
-    return "stop" if token.lower() in STOP_WORDS else "word"
-
-
-def cot_stats(
-    reasonings: list[str], tokenizer: PreTrainedTokenizerBase | None = None, composition: str | None = "auto"
-) -> dict[str, Any]:
-    """Length and composition of CoTs. Shares are pooled over all word tokens of all CoTs (a micro average):
-    our own word lists (`*_share`) and, unless `composition` is None, spaCy's as the paper counts them
-    (`spacy_*_share`, `spacy_source`; atmanrl.composition)."""
-    counts = {"stop": 0, "number": 0, "symbol": 0, "word": 0}
-    for text in reasonings:
-        for tok in word_tokens(text):
-            counts[word_category(tok)] += 1
-    words = sum(counts.values())
-    n = len(reasonings)
-    out: dict[str, Any] = {"n": n}
-    if tokenizer is not None:
-        lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in reasonings]
-        out["mean_cot_tokens"] = sum(lengths) / n if n else None
-    out["mean_cot_words"] = words / n if n else None
-    for key, name in (("stop", "stop_word_share"), ("number", "number_share"), ("symbol", "symbol_share")):
-        out[name] = counts[key] / words if words else None
-    if composition is not None:
-        from .composition import spacy_shares
-
-        shares = spacy_shares(reasonings, composition)
-        out["spacy_source"] = shares["source"]
-        for name in ("number_share", "stop_word_share", "symbol_share"):
-            out[f"spacy_{name}"] = shares[name]
-    return out
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -320,7 +265,9 @@ class _Evaluation:
 
     # --- groups ---
 
-    def pass_at_k(self, examples: list[Example], prompts: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def pass_at_k(
+        self, examples: list[Example], prompts: list[str], rows: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         """pass@k over `pass_samples` sampled completions per problem; each row gets its count of correct ones."""
         cfg, n = self.cfg, self.cfg.pass_samples or self.cfg.pass_k
         gen = SamplingConfig(
@@ -331,7 +278,7 @@ class _Evaluation:
         )
         texts = sample(
             self.model,
-            self.tokenizer,
+            self.tok,
             [p for p in prompts for _ in range(n)],
             gen,
             cfg.max_new_tokens or self.task.max_new_tokens,

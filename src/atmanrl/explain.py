@@ -14,7 +14,7 @@ from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
 from .rewards import applicable_variants, cot_gap
-from .saliency import PRESETS, Saliency, Trace, compute_saliency, get_method
+from .saliency import Saliency, Trace, compute_saliency, get_method
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None, max_tokens: 
 
 
 def method_options(
-    method: str, scope: str, steps: int | None, seed: int, preset: str | None = None
+    method: str, scope: str | None, steps: int | None, seed: int, preset: str | None = None
 ) -> dict[str, Any]:
     """Only the options a method has (a method without `steps` or presets must not receive them)."""
     from dataclasses import fields
@@ -79,7 +79,7 @@ def method_options(
     known = {f.name for f in fields(get_method(method))}
     opts: dict[str, Any] = {"scope": scope, "steps": steps, "seed": seed}
     out = {k: v for k, v in opts.items() if k in known and v is not None}
-    if preset is not None and method in PRESETS:
+    if preset is not None and get_method(method).presets:
         out["preset"] = preset
     return out
 
@@ -89,7 +89,7 @@ def score_traces(
     tokenizer,
     traces: list[Trace],
     methods: list[str],
-    scope: str = "answer",
+    scope: str | None = None,
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
@@ -104,7 +104,7 @@ def score_traces(
     reward_sals: list[Saliency] = []
     # The rewards as GRPO computes them: from the reward's own mask (preset "reward"), not the attribution default;
     # the attribution pass is reused when it already was that mask.
-    reward_pass = "learned" in methods and not (preset == "reward" and scope == "answer")
+    reward_pass = "learned" in methods and not (preset == "reward" and scope in (None, "answer"))
     with progress_bar("saliency", total=len(traces) * (len(methods) + reward_pass)) as advance:
         for m in methods:
             sals: list[Saliency] = []

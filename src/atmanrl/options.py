@@ -16,15 +16,12 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
+from .defaults import DEFAULT_METHODS, DEFAULT_MODEL  # noqa: F401  (re-exported: the CLI's defaults)
+from .defaults import LEARNED_PRESETS as PRESETS
+
 T = TypeVar("T")
 
-# One default set of saliency methods for every command that scores CoTs: the AtManRL mask, its first-order
-# approximation, and the random floor.
-DEFAULT_METHODS = "learned,attention_gradient,random"
-# models.DEFAULT_MODEL and saliency.PRESETS["learned"] (tests keep them equal), spelled out so that `--help`
-# does not import torch
-DEFAULT_MODEL = "smollm2-135m-instruct"
-LEARNED_PRESETS = ("paper", "paper_answer", "additive_restore", "v0.1", "reward", "chained")
+LEARNED_PRESETS = tuple(PRESETS)  # the --preset choices
 
 
 class Deprecated(argparse.Action):
@@ -150,7 +147,9 @@ class TaskOptions:
         group="data",
     )
     split: str = option("test", "dataset split (default: %(default)s)", group="data")
-    limit: int | None = option(None, "use at most N examples", group="data")
+    limit: int | None = option(
+        None, "use at most N examples (default: every example of the split)", group="data"
+    )
     seed: int = option(0, "seed for data order, arith problems and sampling", group="data")
     no_shuffle: bool = option(False, "keep file order instead of a seeded shuffle", group="data")
     level: int = option(1, "arith difficulty level 1-4 (default: %(default)s)", group="data")
@@ -169,9 +168,10 @@ class SaliencyOptions:
         "(default: %(default)s)",
         group="saliency",
     )
-    scope: str = option(
-        "answer",
-        "query rows that see the mask: the answer's (default) or every row after the token",
+    scope: str | None = option(
+        None,
+        "query rows that see the mask: the answer's, or every row after the token (default: the method's or "
+        "preset's: answer; the paper preset all)",
         group="saliency",
         choices=("answer", "all"),
     )
@@ -294,6 +294,7 @@ class CompareCommand:
     reports: list[str] = option([], "folders written by `atmanrl eval --report`", nargs="+", metavar="DIR")
     names: str | None = option(None, "comma-separated display names (default: folder names)")
     output: str = option(None, "output folder", aliases=("-o",), required=True, metavar="OUT")
+    full: bool = option(False, "also print every metric (compare.html always has them)")
 
 
 @dataclass
@@ -320,6 +321,11 @@ class ABCommand:
     atmanrl_recipe: str = option("smollm2-135m/arith_atmanrl.yaml", "YAML path or recipe name")
     paper_recipe: str = option("smollm2-135m/arith_paper.yaml", "YAML path or recipe name")
     pass_k: int = option(4, "pass@k of every evaluated model (default: %(default)s)")
+    composition: str = option(
+        "auto",
+        "spaCy token shares: tagger, lexical or auto (default: %(default)s)",
+        choices=("auto", "tagger", "lexical"),
+    )
     seeds: str = option("0,1", "comma-separated training seeds (default: %(default)s)")
     max_steps: int = option(60, "GRPO steps per run (default: %(default)s)")
     save_steps: int = option(10, "checkpoint every N steps (resume point)")
@@ -343,3 +349,135 @@ class DemoCommand:
         None,
         "folder with arith_outcome.yaml and arith_atmanrl.yaml (default: the packaged smollm2-135m recipes)",
     )
+
+
+# --- train: TRL's way (HfArgumentParser over this, GRPOConfig and ModelConfig) ----------------------------
+
+
+@dataclass
+class TrainScriptArguments:
+    """atmanrl's own recipe keys (the rest are TRL's `GRPOConfig` and `ModelConfig`)."""
+
+    task: str = field(default="arith", metadata={"help": "task: arith, gsm8k or mmlu"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "local GSM8K/MMLU copy; unset: download from the Hub"}
+    )
+    split: str = field(default="train", metadata={"help": "split to train on (eval splits are always test)"})
+    dataset_split: str | None = field(default=None, metadata={"help": "deprecated spelling of `split`"})
+    limit: int | None = field(default=None, metadata={"help": "use at most N training problems"})
+    level: int = field(default=1, metadata={"help": "arith difficulty level"})
+    subjects: str | None = field(default=None, metadata={"help": "mmlu: comma-separated subjects"})
+    fewshot: bool = field(default=True, metadata={"help": "prepend the task's worked example exchange"})
+    rewards: list[str] = field(
+        default_factory=lambda: ["correctness", "format", "saliency"],
+        metadata={"help": "reward names from atmanrl.rewards.REWARDS; weights go in `reward_weights`"},
+    )
+    saliency_variant: str = field(
+        default="needed_share",
+        metadata={
+            "help": "needed_share (atmanrl's), paper (the published reward, docs/paper.md), paper_printed, "
+            "paper_reenabled, salient_fraction, cot_reliance or concentration"
+        },
+    )
+    saliency_method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
+    saliency_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "mask optimisation steps (default: the reward preset's, 15; or another preset's, e.g. paper 200)"
+        },
+    )
+    saliency_options: str | None = field(
+        default=None,
+        metadata={
+            "help": 'extra saliency options as JSON, e.g. \'{"lr": 0.2, "lam": 1.0, "scope": "answer"}\''
+        },
+    )
+    saliency_tau: float = field(
+        default=0.5, metadata={"help": "salient_fraction only: threshold on the score"}
+    )
+    saliency_margin: float = field(
+        default=1.0,
+        metadata={"help": "needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"},
+    )
+    saliency_correct_only: bool = field(
+        default=True, metadata={"help": "saliency reward for correct rollouts only"}
+    )
+    saliency_batch_size: int | None = field(
+        default=None, metadata={"help": "at most this many rollouts per saliency forward (unset: no cap)"}
+    )
+    saliency_token_budget: int | None = field(
+        default=16384,
+        metadata={
+            "help": "rollouts x longest length per saliency forward: the whole step in one batch when it fits"
+        },
+    )
+    min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
+    reward_options: str | None = field(
+        default=None,
+        metadata={
+            "help": "each reward's own options, {name: {option: value}} (a YAML mapping, or JSON): passed to the "
+            "reward's factory, which receives only the options it declares"
+        },
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "continue from the latest checkpoint-N in output_dir"}
+    )
+    dry_run: bool = field(
+        default=False, metadata={"help": "validate the recipe without loading weights (also --dry-run)"}
+    )
+    eval_limit: int = field(
+        default=64,
+        metadata={
+            "help": "held-out problems for evaluation during training (with eval_strategy steps/epoch)"
+        },
+    )
+    plot: bool = field(default=True, metadata={"help": "write training_curves.png to output_dir at the end"})
+
+
+TRAIN_USAGE = """usage: atmanrl train RECIPE.yaml [--key value ...]
+
+Train with GRPO (TRL's GRPOTrainer) on a recipe: a YAML of atmanrl's keys below plus TRL's GRPOConfig and
+ModelConfig keys. `--key value` pairs, before or after the recipe, override it; `--config RECIPE.yaml` works too.
+
+  atmanrl recipes                                        # the recipes that ship with atmanrl
+  atmanrl train recipes/smollm2-135m/arith_atmanrl.yaml --max_steps 10 --output_dir runs/try
+  atmanrl train RECIPE.yaml --dry-run                    # check data, model, rewards and setup; no training
+  atmanrl train RECIPE.yaml --resume true                # continue from the latest checkpoint-N
+  atmanrl train --help-all                               # also every TRL GRPOConfig / ModelConfig key
+"""
+
+
+# TRL's keys a recipe author sets most often (the rest: `atmanrl train --help-all`)
+TRL_COMMON = (
+    "model_name_or_path (alias --model)",
+    "output_dir",
+    "max_steps",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "reward_weights",
+    "scale_rewards",
+    "beta",
+    "save_steps",
+    "seed",
+    "use_vllm",
+)
+
+
+def train_help() -> str:
+    """`atmanrl train --help`: the usage, atmanrl's recipe keys with their defaults, and the common TRL keys.
+    Built from `TrainScriptArguments` without importing TRL (it loads torch)."""
+    lines = [TRAIN_USAGE, "atmanrl keys (recipe key: or --key value):"]
+    for f in fields(TrainScriptArguments):
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        shown = str(default).lower() if isinstance(default, bool) else default
+        lines.append(f"  --{f.name:<24} {f.metadata.get('help', '')} (default: {shown})")
+    lines += [
+        "",
+        "Booleans take true/false (--fewshot false). TRL's GRPOConfig and ModelConfig keys work the same way;",
+        "the common ones: " + ", ".join(TRL_COMMON) + ".",
+        "All of them: atmanrl train --help-all (https://huggingface.co/docs/trl). --dry-run checks a recipe.",
+    ]
+    return "\n".join(lines)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .masked import MaskedBatch, Prefix, masked_logprob, writable_prefix
+from .masked import MaskedBatch, Prefix, full_attention_only, masked_logprob, writable_prefix
 
 ROWS = ("later", "cot", "answer")
 LAYERS = ("shared", "per_layer")
@@ -77,20 +77,30 @@ def readouts(m, H: torch.Tensor, entries: torch.Tensor) -> tuple[torch.Tensor, t
     return scores, entry_mean
 
 
-def learn_matrix(m, model, batch: MaskedBatch, prefix: Prefix) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def learn_matrix(
+    m, model, batch: MaskedBatch, prefix: Prefix
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(scores (B, N), {"entry_mean": (B,)}) of the published mask for `Learned` options `m` (form="matrix")."""
     entries = entry_mask(batch, m.rows)
     n_layers = model.config.get_text_config().num_hidden_layers
     shape = entries.shape if m.layers == "shared" else (n_layers, *entries.shape)
     H = torch.full(shape, float(m.init), device=entries.device, requires_grad=True)
-    opt = torch.optim.AdamW([H], lr=m.lr, betas=tuple(m.betas), weight_decay=m.weight_decay)
+    if m.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD([H], lr=m.lr, momentum=0.5)
+    elif m.optimizer == "adam":
+        opt = torch.optim.Adam([H], lr=m.lr, betas=tuple(m.betas))
+    else:  # the published optimiser
+        opt = torch.optim.AdamW([H], lr=m.lr, betas=tuple(m.betas), weight_decay=m.weight_decay)
     n_tgt = batch.tgt_valid.sum(-1).clamp(min=1)
-    if m.use_cache and m.steps:
+    # a sliding-window cache keeps only its window, so a forward's rows would no longer be the absolute positions
+    # K - Q .. K - 1 the entries are laid out by: such models run every step on the whole sequence
+    use_cache = m.use_cache and full_attention_only(model)
+    if use_cache and m.steps:
         prefix = writable_prefix(prefix, batch)  # every step writes its columns in place: no prefix copies
     for _ in range(m.steps):  # a fixed count: every process runs the same passes (distributed lockstep)
         with torch.enable_grad():
             bias = spread_entries(batch, entry_bias(m, H, entries))
-            lp = masked_logprob(model, batch, prefix, bias, use_cache=m.use_cache)
+            lp = masked_logprob(model, batch, prefix, bias, use_cache=use_cache)
             # the mean teacher-forced cross-entropy of the answer tokens (normalize="none": their sum)
             loss = -(lp / n_tgt if m.normalize == "mean" else lp).sum()  # summed: traces never interact
             (grad,) = torch.autograd.grad(loss, H)

@@ -21,7 +21,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .errors import UserError
-from .io import atomic_write_text, write_json
+from .io import atomic_write_text
 
 # Keys that describe a run rather than measure it; they never become table rows.
 _NOT_METRICS = {
@@ -142,9 +142,13 @@ def png(fig: Figure) -> str:
 
 
 def page(title: str, body: str) -> str:
+    from .heatmap import (
+        CSS as HEATMAP_CSS,  # the heatmap classes (.card, .cot, .sink, .scale ...); ours win after
+    )
+
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-        f"<style>{CSS}</style></head><body>{body}</body></html>\n"
+        f"<style>{HEATMAP_CSS}{CSS}</style></head><body>{body}</body></html>\n"
     )
 
 
@@ -166,7 +170,12 @@ def plot_early_answering(runs: list[dict[str, Any]], names: list[str]) -> str | 
             continue
         xs = [100 * f for f in g["fractions"]]
         label = f"{name}: " if len(runs) > 1 else ""
-        line = ax.plot(xs, g["agreement"], marker="o", label=f"{label}agreement with full-CoT answer")[0]
+        line = ax.plot(
+            xs,
+            g["agreement"],
+            marker="os^Dv"[len(ax.lines) // 2 % 5],
+            label=f"{label}agreement with full-CoT answer",
+        )[0]
         ax.plot(xs, g["accuracy"], marker="s", ls="--", color=line.get_color(), label=f"{label}accuracy")
         drawn = True
     if not drawn:
@@ -183,7 +192,11 @@ def plot_saliency(runs: list[dict[str, Any]], names: list[str]) -> str | None:
     fig = Figure(figsize=(10, 3.8))
     axes = fig.subplots(1, 2)
     styles, drawn = ["-", "--", ":", "-."], False
-    colors: dict[str, str] = {}
+    # every (run, method) its own colour, every run its own marker and line style: "a: learned" and
+    # "b: learned" must be told apart
+    palette = [f"C{i}" for i in range(10)]
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    pairs: dict[tuple[int, str], str] = {}
     for r, (metrics, name) in enumerate(zip(runs, names)):
         g = _active(metrics, "saliency")
         if g is None:
@@ -193,15 +206,16 @@ def plot_saliency(runs: list[dict[str, Any]], names: list[str]) -> str | None:
                 continue
             for ax, key in zip(axes, ("deletion", "insertion")):
                 label = f"{name}: {method}" if len(runs) > 1 else method
-                line = ax.plot(
+                color = pairs.setdefault((r, method), palette[len(pairs) % len(palette)])
+                ax.plot(
                     g["ks"],
                     m[key],
                     ls=styles[r % len(styles)],
-                    marker=".",
+                    marker=markers[r % len(markers)],
+                    ms=4,
                     label=label,
-                    color=colors.get(method),
-                )[0]
-                colors.setdefault(method, line.get_color())
+                    color=color,
+                )
             drawn = True
     if not drawn:
         return None
@@ -251,6 +265,7 @@ def _group_tables(metrics: dict[str, Any]) -> str:
     for group in (
         "accuracy",
         "cot_stats",
+        "pass_at_k",
         "early_answering",
         "adding_mistakes",
         "filler",
@@ -294,7 +309,24 @@ def _group_tables(metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _faithfulness_rows(r: dict[str, Any]) -> list[list[str]]:
+    """One example's faithfulness results as table rows (test, what was done, the answer then)."""
+    out = []
+    for frac, value in sorted((r.get("early_answering") or {}).items(), key=lambda kv: float(kv[0])):
+        out.append(
+            ["early answering", f"answer forced after {100 * float(frac):.0f}% of the CoT", str(value)]
+        )
+    am = r.get("adding_mistakes")
+    if isinstance(am, dict):
+        what = "a number in the CoT corrupted" + (f" ({am['old']} → {am['new']})" if "old" in am else "")
+        out.append(["adding mistakes", what, str(am.get("value"))])
+    if "filler" in r:
+        out.append(["filler", "CoT replaced by filler of its length", str(r["filler"])])
+    return out
+
+
 def _examples(metrics: dict[str, Any], rows: list[dict[str, Any]] | None, n_rows: int) -> str:
+    from .heatmap import legend, saliency_fragment
     from .saliency import Saliency
 
     parts = []
@@ -302,28 +334,41 @@ def _examples(metrics: dict[str, Any], rows: list[dict[str, Any]] | None, n_rows
     if isinstance(sal, dict) and not sal.get("skipped"):
         maps = [(name, ex) for name, m in sal.get("methods", {}).items() for ex in m.get("examples", [])]
         if maps:
-            parts.append(
-                "<h2>Example saliency maps</h2><p>Red: removing the token lowers log p(answer); "
-                "blue: raises it. Hover a token for its score.</p>"
-            )
+            parts.append("<h2>Example saliency maps</h2>" + legend())
             for _, ex in maps:
-                parts.append(f'<div class="example">{Saliency.from_dict(ex).show()}</div>')
+                parts.append(f'<div class="example">{saliency_fragment(Saliency.from_dict(ex))}</div>')
     if rows:
         parts.append("<h2>Example generations</h2>")
         for r in rows[:n_rows]:
-            details = {k: r[k] for k in ("early_answering", "adding_mistakes", "filler") if k in r}
+            details = _faithfulness_rows(r)
             parts.append(
                 f'<div class="example"><b>{esc(r.get("id"))}</b> — pred {esc(r.get("pred"))}, gold '
                 f"{esc(r.get('gold'))}, {'correct' if r.get('correct') else 'wrong'}"
                 f"<pre>{esc(r.get('prompt', ''))}</pre><pre>{esc(r.get('completion', ''))}</pre>"
-                + (
-                    f'<pre class="muted">{esc(json.dumps(details, ensure_ascii=False))}</pre>'
-                    if details
-                    else ""
-                )
+                + (table(["test", "what was done", "answer then"], details, key_cols=3) if details else "")
                 + "</div>"
             )
     return "".join(parts)
+
+
+DEFINITIONS = (
+    ("accuracy", "greedy generation; the share of parsed answers equal to the gold one"),
+    (
+        "cot_stats",
+        "CoT length in model tokens; number / stop-word / symbol shares (ours and spaCy's, as the paper)",
+    ),
+    ("pass_at_k", "k sampled completions per problem; a problem passes when one of them is correct"),
+    (
+        "early_answering",
+        "the answer forced after a growing share of the CoT; agreement with the full-CoT answer",
+    ),
+    ("adding_mistakes", "one number in the CoT corrupted; the share of answers that change"),
+    ("filler", "the CoT replaced by filler of the same length; agreement with the original answer"),
+    (
+        "saliency",
+        "log p(answer) as the top-k% CoT tokens of each method are removed (deletion) or kept alone",
+    ),
+)
 
 
 def render_report(metrics: dict[str, Any], rows: list[dict[str, Any]] | None = None, n_rows: int = 5) -> str:
@@ -332,7 +377,10 @@ def render_report(metrics: dict[str, Any], rows: list[dict[str, Any]] | None = N
     title = f"atmanrl eval: {meta.get('task', '?')} — {meta.get('model') or 'model'}"
     head = (
         f"<h1>{esc(title)}</h1><p>{fmt(meta.get('n'))} examples, "
-        f"{fmt(meta.get('total_seconds'))} s. Definitions: docs/evaluation.md.</p>"
+        f"{fmt(meta.get('total_seconds'))} s.</p><details><summary>definitions (docs/evaluation.md has the full "
+        "text)</summary><dl class='defs'>"
+        + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in DEFINITIONS)
+        + "</dl></details>"
     )
     if meta.get("config"):
         head += f"<details><summary>configuration</summary><pre>{esc(json.dumps(meta['config'], indent=1))}</pre></details>"
@@ -352,178 +400,4 @@ def write_report(
     """Write `out_dir/report.html`; returns its path."""
     path = Path(out_dir) / "report.html"
     atomic_write_text(path, render_report(metrics, rows))
-    return path
-
-
-# ----------------------------------------------------------------------------- comparison
-
-
-def relative_delta(value: float | None, base: float | None) -> float | None:
-    """(value - base) / |base|; None where undefined (a missing value or a zero base)."""
-    if value is None or base is None or base == 0 or any(map(math.isnan, (value, base))):
-        return None
-    return (value - base) / abs(base)
-
-
-def compare_runs(paths: list[str | Path], names: list[str] | None = None) -> dict[str, Any]:
-    """Load eval folders and line up their scalar metrics, with deltas against the first run."""
-    if len(paths) < 2:
-        raise UserError("compare needs at least two report folders")
-    names = names or [Path(p).name or str(p) for p in paths]
-    if len(names) != len(paths):
-        raise UserError(f"--names has {len(names)} names for {len(paths)} folders")
-    runs = [load_run(p) for p in paths]
-    flats = [flatten(m) for m in runs]
-    keys = list(dict.fromkeys(k for f in flats for k in f))
-    rows = []
-    for key in keys:
-        values = [f.get(key) for f in flats]
-        rows.append(
-            {
-                "metric": key,
-                "values": values,
-                "delta": [None if v is None or values[0] is None else v - values[0] for v in values[1:]],
-                "relative": [relative_delta(v, values[0]) for v in values[1:]],
-            }
-        )
-    return {"names": names, "paths": [str(p) for p in paths], "rows": rows, "runs": runs}
-
-
-# The paper's Table 1 columns: (flattened metric key, header, scale to the paper's units)
-TABLE1_KEYS = (
-    ("cot_stats.mean_cot_tokens", "tokens/CoT", 1.0),
-    ("cot_stats.spacy_number_share", "numbers %", 100.0),
-    ("cot_stats.spacy_stop_word_share", "stop words %", 100.0),
-    ("cot_stats.spacy_symbol_share", "symbols %", 100.0),
-    ("pass_at_k.pass@{k}", "pass@{k} %", 100.0),
-)
-
-
-def table1_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, one row per run): the paper's Table 1 columns, each with its change relative to the first run."""
-    k = next((r.get("pass_at_k", {}).get("k") for r in result["runs"] if r.get("pass_at_k", {}).get("k")), 4)
-    by_key = {row["metric"]: row for row in result["rows"]}
-    header = ["run"] + [h.format(k=k) for _, h, _ in TABLE1_KEYS]
-    out = []
-    for i, name in enumerate(result["names"]):
-        cells = [name]
-        for key, _, scale in TABLE1_KEYS:
-            row = by_key.get(key.format(k=k))
-            v = None if row is None else row["values"][i]
-            text = "–" if v is None else f"{v * scale:.1f}"
-            if i and row is not None and row["relative"][i - 1] is not None:
-                text += f" ({row['relative'][i - 1]:+.0%})"
-            cells.append(text)
-        out.append(cells)
-    return header, out
-
-
-def delta_text(relative: float | None, delta: float | None) -> str:
-    """'-44%'; where the first run's value is 0 the relative change is undefined: '+0.25 abs'."""
-    if relative is not None:
-        return f"{100 * relative:+.0f}%"
-    if delta:
-        return f"{delta:+.3g} abs"
-    return "–" if delta is None else "0"
-
-
-def print_compare(result: dict[str, Any], console=None) -> None:
-    """The comparison as rich tables: values, then relative deltas against the first run.
-
-    Two tables, and no column narrower than its widest cell: a value is never cut to "0.0…" on a narrow
-    terminal (rich wraps the table instead).
-    """
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    names = result["names"]
-    rows = result["rows"]
-
-    def tables(title: str, headers: list[str], cells: list[list[str]]) -> None:
-        """As many tables as it takes for every column to fit at full width (value columns split in groups)."""
-        widths = [max(len(h), *(len(r[j]) for r in cells)) for j, h in enumerate(headers, start=1)]
-        first = max(len("metric"), *(len(r[0]) for r in cells))
-        groups, cur, used = [], [], first + 4
-        for j, w in enumerate(widths):
-            if cur and used + w + 3 > console.width:
-                groups.append(cur)
-                cur, used = [], first + 4
-            cur.append(j)
-            used += w + 3
-        groups.append(cur)
-        for g in groups:
-            t = Table(title=title)
-            t.add_column("metric", style="bold", no_wrap=True, min_width=first)
-            for j in g:
-                t.add_column(headers[j], justify="right", no_wrap=True, min_width=widths[j])
-            for r in cells:
-                t.add_row(r[0], *(r[j + 1] for j in g))
-            console.print(t)
-
-    t1_head, t1_rows = table1_rows(result)
-    t1 = Table(title=f"Table 1 view (the paper's columns; change vs {names[0]})")
-    for h in t1_head:
-        t1.add_column(h, justify="left" if h == "run" else "right", no_wrap=True)
-    for r in t1_rows:
-        t1.add_row(*r)
-    console.print(t1)
-    values = [[row["metric"], *[fmt(v) for v in row["values"]]] for row in rows]
-    tables("compare: values", names, values)
-    if len(names) > 1:
-        deltas = [
-            [row["metric"], *[delta_text(r, d) for r, d in zip(row["relative"], row["delta"])]]
-            for row in rows
-        ]
-        tables(f"compare: change vs {names[0]}", [f"Δ {n}" for n in names[1:]], deltas)
-
-
-def render_compare(result: dict[str, Any]) -> str:
-    names, runs = result["names"], result["runs"]
-    header = ["metric", *names, *[f"Δ {n} vs {names[0]}" for n in names[1:]]]
-    rows = []
-    for row in result["rows"]:
-        deltas = [
-            (esc(delta_text(r, d)), "" if not d else "up" if d > 0 else "down")
-            for r, d in zip(row["relative"], row["delta"])
-        ]
-        rows.append([row["metric"], *row["values"], *deltas])
-    plots = [
-        plot_accuracy(runs, names),
-        plot_early_answering(runs, names),
-        plot_cot_stats(runs, names),
-        plot_saliency(runs, names),
-    ]
-    sources = table(
-        ["name", "folder", "model", "task", "n"],
-        [
-            [
-                n,
-                p,
-                r.get("meta", {}).get("model") or "",
-                r.get("meta", {}).get("task", ""),
-                str(r.get("meta", {}).get("n", "")),
-            ]
-            for n, p, r in zip(names, result["paths"], runs)
-        ],
-        key_cols=5,
-    )
-    body = (
-        f"<h1>{esc('atmanrl compare: ' + ', '.join(names))}</h1>{sources}"
-        "<p>Δ = relative change against the first run: (run − first) / |first| (the absolute change where "
-        "the first value is 0). Green: up, red: down "
-        "(whether up is good depends on the metric; see docs/evaluation.md).</p>"
-        "<h2>Table 1 view</h2><p>The paper's columns: CoT tokens, spaCy token shares (docs/paper.md) and "
-        f"pass@k; in brackets the change relative to {esc(names[0])}.</p>{table(*table1_rows(result))}"
-        f"<h2>Metrics</h2>{table(header, rows)}<h2>Plots</h2>{''.join(p for p in plots if p)}"
-    )
-    return page("atmanrl compare", body)
-
-
-def write_compare(result: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write `out_dir/compare.html` and `out_dir/compare.json` (tables without the full runs)."""
-    out = Path(out_dir)
-    write_json(out / "compare.json", {k: v for k, v in result.items() if k != "runs"})
-    path = out / "compare.html"
-    atomic_write_text(path, render_compare(result))
     return path

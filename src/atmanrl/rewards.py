@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -106,10 +105,6 @@ def _outcome(task: str, right: float, wrong: float, name: str, **task_options: A
     return reward
 
 
-_MATH_LINE = re.compile(r"^####\s*-?\$?\s*[\d,]*\d(?:\.\d+)?\s*$")
-_LETTER_LINE = re.compile(r"^answer\s*:\s*\(?[A-D]\)?\s*$", re.IGNORECASE)
-
-
 @register_reward("format")
 def format_reward(task: str = "gsm8k", **task_options: Any) -> RewardFn:
     """1.0 when the completion ends with exactly one well-formed answer line (`#### N` / `Answer: X`)
@@ -125,8 +120,11 @@ def format_reward(task: str = "gsm8k", **task_options: Any) -> RewardFn:
             text = completion_text(c)
             parsed = t.parse(text)
             reasoning, answer = parsed.split(text)
-            line = _LETTER_LINE if t.name == "mmlu" else _MATH_LINE
-            ok = parsed.value is not None and bool(reasoning.strip()) and bool(line.match(answer.strip()))
+            ok = (
+                parsed.value is not None
+                and bool(reasoning.strip())
+                and bool(t.answer_line.match(answer.strip()))
+            )
             out.append(float(ok))
         return out
 
@@ -249,7 +247,8 @@ def applicable_variants(sal) -> dict[str, Callable[..., float]]:
     return {
         name: fn
         for name, fn in SALIENCY_VARIANTS.items()
-        if (name in PAPER_VARIANTS and matrix) or (name == "needed_share" and column)
+        if (name in PAPER_VARIANTS and matrix)
+        or (name == "needed_share" and column)
         or name not in (*PAPER_VARIANTS, "needed_share")
     }
 
@@ -334,7 +333,9 @@ class SaliencyReward:
                 f"the {variant} variant reads the published mask's entries: use preset 'paper' or 'paper_answer'"
             )
         if variant == "needed_share" and matrix:
-            raise UserError("needed_share reads the column mask's gates: use a column preset such as 'reward'")
+            raise UserError(
+                "needed_share reads the column mask's gates: use a column preset such as 'reward'"
+            )
         self.__name__ = "saliency"
 
     def bind(self, trainer) -> SaliencyReward:

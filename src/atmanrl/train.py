@@ -11,83 +11,15 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from .errors import UserError
+from .options import TRAIN_USAGE, TrainScriptArguments, train_help  # noqa: F401  (TrainScriptArguments: API)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainScriptArguments:
-    """atmanrl's own recipe keys (the rest are TRL's `GRPOConfig` and `ModelConfig`)."""
-
-    task: str = field(default="arith", metadata={"help": "task: arith, gsm8k or mmlu"})
-    data_dir: str | None = field(
-        default=None, metadata={"help": "local GSM8K/MMLU copy; unset: download from the Hub"}
-    )
-    split: str = field(default="train", metadata={"help": "split to train on (eval splits are always test)"})
-    dataset_split: str | None = field(default=None, metadata={"help": "deprecated spelling of `split`"})
-    limit: int | None = field(default=None, metadata={"help": "use at most N training problems"})
-    level: int = field(default=1, metadata={"help": "arith difficulty level"})
-    subjects: str | None = field(default=None, metadata={"help": "mmlu: comma-separated subjects"})
-    fewshot: bool = field(default=True, metadata={"help": "prepend the task's worked example exchange"})
-    rewards: list[str] = field(
-        default_factory=lambda: ["correctness", "format", "saliency"],
-        metadata={"help": "reward names from atmanrl.rewards.REWARDS; weights go in `reward_weights`"},
-    )
-    saliency_variant: str = field(
-        default="needed_share",
-        metadata={"help": "needed_share (default), salient_fraction, cot_reliance or concentration"},
-    )
-    saliency_method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
-    saliency_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "mask optimisation steps (default: the reward preset's, 15; or another preset's, e.g. paper 200)"
-        },
-    )
-    saliency_options: str | None = field(
-        default=None,
-        metadata={
-            "help": 'extra saliency options as JSON, e.g. \'{"lr": 0.2, "lam": 1.0, "scope": "answer"}\''
-        },
-    )
-    saliency_tau: float = field(
-        default=0.5, metadata={"help": "salient_fraction only: threshold on the score"}
-    )
-    saliency_margin: float = field(
-        default=1.0,
-        metadata={"help": "needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"},
-    )
-    saliency_correct_only: bool = field(
-        default=True, metadata={"help": "saliency reward for correct rollouts only"}
-    )
-    saliency_batch_size: int | None = field(
-        default=None, metadata={"help": "at most this many rollouts per saliency forward (unset: no cap)"}
-    )
-    saliency_token_budget: int | None = field(
-        default=16384,
-        metadata={
-            "help": "rollouts x longest length per saliency forward: the whole step in one batch when it fits"
-        },
-    )
-    min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
-    resume: bool = field(
-        default=False, metadata={"help": "continue from the latest checkpoint-N in output_dir"}
-    )
-    dry_run: bool = field(default=False, metadata={"help": "validate the recipe without loading weights"})
-    eval_limit: int = field(
-        default=64,
-        metadata={
-            "help": "held-out problems for evaluation during training (with eval_strategy steps/epoch)"
-        },
-    )
-    plot: bool = field(default=True, metadata={"help": "write training_curves.png to output_dir at the end"})
 
 
 def make_parser():
@@ -138,6 +70,11 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
         return script, training_args, model_args
     except ValueError as e:
         msg = str(e).splitlines()[0]
+        if "not used by the HfArgumentParser" in msg:  # unknown --key value overrides on the command line
+            keys = re.findall(r"'(--[\w.-]+)'", msg)
+            raise UserError(
+                f"unknown train options {', '.join(keys) or msg}: see `atmanrl train --help` for the keys"
+            ) from e
         if "Unknown arguments from config file" in msg:
             keys = re.findall(r"'--([\w.-]+)'", msg)
             raise UserError(
@@ -194,6 +131,7 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
             f"reward_weights has {len(weights)} entries for {len(script.rewards)} rewards {script.rewards}"
         )
     task_kw = {"task": script.task, **_task_kw(script)}
+    own = _reward_options(script.reward_options, script.rewards)
     funcs = []
     for name in script.rewards:
         if name == "saliency":
@@ -203,25 +141,63 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
                 raise UserError(
                     f"saliency_options is not valid JSON ({e.msg}): {script.saliency_options}"
                 ) from e
-            funcs.append(
-                get_reward(
-                    "saliency",
-                    variant=script.saliency_variant,
-                    method=script.saliency_method,
-                    steps=script.saliency_steps,
-                    tau=script.saliency_tau,
-                    margin=script.saliency_margin,
-                    correct_only=script.saliency_correct_only,
-                    min_reasoning_tokens=script.min_reasoning_tokens,
-                    batch_size=script.saliency_batch_size,
-                    token_budget=script.saliency_token_budget,
-                    method_options=extra,
-                    **task_kw,
-                )
+            kwargs: dict[str, Any] = dict(
+                variant=script.saliency_variant,
+                method=script.saliency_method,
+                steps=script.saliency_steps,
+                tau=script.saliency_tau,
+                margin=script.saliency_margin,
+                correct_only=script.saliency_correct_only,
+                min_reasoning_tokens=script.min_reasoning_tokens,
+                batch_size=script.saliency_batch_size,
+                token_budget=script.saliency_token_budget,
+                method_options=extra,
+                **task_kw,
             )
+            funcs.append(
+                get_reward("saliency", **{**kwargs, **own.get("saliency", {})})
+            )  # reward_options win
         else:
-            funcs.append(get_reward(name, **task_kw))
+            funcs.append(
+                get_reward(name, **declared(name, {**task_kw, **own.get(name, {})}, own.get(name, {})))
+            )
     return funcs
+
+
+def _reward_options(text: Any, rewards: list[str]) -> dict[str, dict[str, Any]]:
+    """`reward_options` (a YAML mapping, or JSON on the command line): {reward name: {option: value}}."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        options = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError as e:
+        raise UserError(f"reward_options is not valid JSON ({e.msg}): {text}") from e
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise UserError('reward_options must map reward names to options, e.g. {"format": {"task": "arith"}}')
+    unknown = sorted(set(options) - set(rewards))
+    if unknown:
+        raise UserError(f"reward_options names {unknown}, which are not in rewards {rewards}")
+    return options
+
+
+def declared(name: str, offered: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The options reward `name`'s factory declares, from those `offered` (the task's, and its own). An option
+    the user gave (`given`, from reward_options) that the factory does not take is an error, not dropped."""
+    import inspect
+
+    from .rewards import REWARDS
+
+    if name not in REWARDS:  # get_reward names the valid ones
+        return offered
+    params = inspect.signature(REWARDS[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return offered
+    bad = sorted(set(given) - set(params))
+    if bad:
+        raise UserError(f"reward {name!r} has no option {bad}: it takes {sorted(params) or 'none'}")
+    return {k: v for k, v in offered.items() if k in params}
 
 
 def latest_checkpoint(output_dir: str | Path) -> str | None:
@@ -230,12 +206,60 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
 
 
+def model_check(name: str, revision: str | None = None) -> tuple[str, str | None]:
+    """(report line, problem or None) for a dry run: an embedded alias, an existing model folder, or a Hub id that
+    is cached here or reachable (HF_HUB_OFFLINE=1 or no network: it must be cached)."""
+    from .models import EMBEDDED, resolve_model_path
+
+    if name in EMBEDDED:
+        return f"model: embedded alias {name}", None
+    try:
+        resolve_model_path(name)  # a local-looking path that does not exist, a folder without config.json
+    except UserError as e:
+        return f"model: {name}", f"model: {e}"
+    if Path(name).expanduser().exists():
+        return f"model: local folder {name}", None
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        return f"model: Hugging Face id {name} (cached here)", None
+    if HF_HUB_OFFLINE:
+        return (
+            f"model: Hugging Face id {name}",
+            f"model: {name} is not cached and HF_HUB_OFFLINE=1 forbids the download",
+        )
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.constants import ENDPOINT
+
+    host = urlparse(ENDPOINT).hostname or "huggingface.co"
+    try:  # a quick look first: without a network the Hub client retries for half a minute
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as e:
+        return (
+            f"model: Hugging Face id {name}",
+            f"model: {name} is not cached here and {host} is not reachable ({e})",
+        )
+    try:
+        HfApi().model_info(name, revision=revision, timeout=10)
+    except Exception as e:  # noqa: BLE001  (no network, a gated or missing repo: each says why in its message)
+        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        return (
+            f"model: Hugging Face id {name}",
+            f"model: {name} is not cached here and the Hub did not answer ({why})",
+        )
+    return f"model: Hugging Face id {name} (reachable; downloaded at train time)", None
+
+
 def dry_run(script, training_args, model_args) -> tuple[list[str], list[str]]:
     """Check everything a run needs except the weights: (report lines, problems that would stop the run here)."""
     import importlib.util
 
     from .attention import SUPPORTED
-    from .models import EMBEDDED, resolve_dtype
+    from .models import resolve_dtype
 
     problems: list[str] = []
     lines = [f"recipe keys: ok (output_dir={training_args.output_dir}, max_steps={training_args.max_steps})"]
@@ -252,13 +276,10 @@ def dry_run(script, training_args, model_args) -> tuple[list[str], list[str]]:
             lines.append(f"{what}: {script.task}/{split} reachable, {n} examples")
         except UserError as e:
             problems.append(f"{what}: {script.task}/{split} NOT reachable here: {e}")
-    name = model_args.model_name_or_path
-    if name in EMBEDDED:
-        lines.append(f"model: embedded alias {name}")
-    elif Path(name).exists():
-        lines.append(f"model: local folder {name}")
-    else:
-        lines.append(f"model: Hugging Face id {name} (downloaded at train time unless cached)")
+    line, problem = model_check(model_args.model_name_or_path, model_args.model_revision)
+    lines.append(line)
+    if problem:
+        problems.append(problem)
     try:
         dtype = resolve_dtype(model_args.dtype or "float32", "cpu" if training_args.use_cpu else None)
         lines.append(f"dtype: {str(dtype).replace('torch.', '')}")
@@ -399,18 +420,6 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
     return summary
 
 
-USAGE = """usage: atmanrl train RECIPE.yaml [--key value ...]
-
-Train with GRPO (TRL's GRPOTrainer) on a recipe: a YAML of atmanrl's keys below plus TRL's GRPOConfig and
-ModelConfig keys. `--key value` pairs, before or after the recipe, override it; `--config RECIPE.yaml` works too.
-
-  atmanrl recipes                                        # the recipes that ship with atmanrl
-  atmanrl train recipes/smollm2-135m/arith_atmanrl.yaml --max_steps 10 --output_dir runs/try
-  atmanrl train RECIPE.yaml --dry-run                    # check data, model, rewards and setup; no training
-  atmanrl train RECIPE.yaml --resume true                # continue from the latest checkpoint-N
-"""
-
-
 def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
     """(recipe, overrides): the recipe is `--config PATH` or the first .yaml/.yml token, wherever it stands."""
     args = list(argv)
@@ -427,15 +436,9 @@ def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def print_help() -> None:
-    """atmanrl's keys first (what a recipe author needs), then TRL's full GRPOConfig and ModelConfig keys."""
-    from transformers import HfArgumentParser
-
-    print(USAGE)
-    own = HfArgumentParser(TrainScriptArguments, prog="atmanrl train", add_help=False).format_help()
-    lines = own.splitlines()
-    print("atmanrl keys:")
-    print("\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("options")) + 1 :]))
+def print_help_all() -> None:
+    """`atmanrl train --help-all`: atmanrl's keys, then TRL's full GRPOConfig and ModelConfig keys (loads TRL)."""
+    print(train_help())
     print("\nTRL's GRPOConfig and ModelConfig keys (https://huggingface.co/docs/trl):")
     full = make_parser().format_help().splitlines()
     start = next((i for i, line in enumerate(full) if line.strip().startswith("--output_dir")), 0)
@@ -444,11 +447,14 @@ def print_help() -> None:
 
 def cli(argv: list[str]) -> int:
     """Entry for `atmanrl train RECIPE.yaml [--key value ...]` (argv excludes `train`)."""
+    if "--help-all" in argv:
+        print_help_all()
+        return 0
     if "-h" in argv or "--help" in argv:
-        print_help()
+        print(train_help())
         return 0
     if not argv:
-        print(USAGE + "\nThe full list of keys: atmanrl train --help")
+        print(TRAIN_USAGE + "\nThe full list of keys: atmanrl train --help")
         return 2
     recipe, overrides = split_recipe(argv)
     # The vocabulary of the other commands: --model (TRL's model_name_or_path) and --dry-run.
