@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m atmanrl.demo --output $(DEMO_DIR)
 
-# every test (about 15 minutes on 2 cores; what CI runs)
+# every test (about 7.5 minutes on 2 cores; what CI runs)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(TEST_ARGS)
 

@@ -240,3 +240,28 @@ def test_saliency_show_writes_a_whole_page(tmp_path):
     text = (tmp_path / "s.html").read_text()
     assert text == page and text.startswith("<!doctype html>") and "<title>atmanrl saliency: learned" in text
     assert "class='scale'" in text and "method: <b>learned</b>" in text
+
+
+# --------------------------------------------------------------------- two torch processes on the same cores
+
+
+def test_a_busy_machine_gets_one_thread_unless_the_user_chose(caplog):
+    from atmanrl.cli import cpu_threads
+
+    env: dict = {}
+    assert cpu_threads(env, load=1.9, cores=2) == "busy: 1 thread" and env == {"OMP_NUM_THREADS": "1"}
+    assert "busy" in caplog.text and "OMP_NUM_THREADS" in caplog.text
+    env = {}
+    assert cpu_threads(env, load=0.2, cores=2).startswith("idle") and env == {}  # alone: torch's default
+    for mine in ({"OMP_NUM_THREADS": "2"}, {"OMP_WAIT_POLICY": "PASSIVE"}):
+        env = dict(mine)
+        assert cpu_threads(env, load=5.0, cores=2).startswith("threads as set") and env == mine
+
+
+def test_commands_log_their_thread_count(tiny_dir, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="atmanrl")
+    argv = ["generate", "--model", str(tiny_dir), "--task", "arith", "--limit", "1", "--max-new-tokens", "2"]
+    assert main([*argv, "--output", str(tmp_path / "g.jsonl")]) == 0
+    assert re.search(r"\d+ torch threads", caplog.text)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -67,8 +69,14 @@ def model_from_options(args: ModelOptions):
 
     device = best_device() if args.device == "auto" else args.device
     dtype = resolve_dtype(args.dtype, device)
+    import torch
+
     logging.getLogger("atmanrl").info(
-        "model %s on %s, %s", args.model, device, str(dtype).replace("torch.", "")
+        "model %s on %s, %s, %d torch threads",
+        args.model,
+        device,
+        str(dtype).replace("torch.", ""),
+        torch.get_num_threads(),
     )
     return load_model(args.model, dtype=dtype, device=device, trust_remote_code=args.trust_remote_code)
 
@@ -454,6 +462,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Two torch processes whose OpenMP threads spin while they wait slow each other far beyond 2x on a small machine:
+# on 2 cores, a loop of small matrix products ran 860x slower beside a second such process, large ones 7.5x
+# (benchmarks/results/threads.json); with one thread each, 1.6x and 1.4x. Alone, two threads are the faster
+# setting for large products, so the thread count changes only when the cores are already busy at start.
+MODEL_COMMANDS = ("generate", "saliency", "explain", "eval", "train")  # the commands that run a model
+BUSY_LOAD = 0.75  # share of the cores' time other processes use, over a short sample, that counts as busy
+
+
+def busy_cores(seconds: float = 0.25) -> float | None:
+    """How many cores other work is using right now (/proc/stat sampled over `seconds`); None off Linux. A load
+    average would lag a minute behind and take the job that just finished for one still running."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values) - idle, sum(values)
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    cores = os.cpu_count() or 1
+    return cores * (busy1 - busy0) / max(total1 - total0, 1)
+
+
+def cpu_threads(environ=os.environ, load: float | None = None, cores: int | None = None) -> str:
+    """Pick the OpenMP thread count before torch loads: one thread when other work already holds the cores and
+    the user set neither OMP_NUM_THREADS nor OMP_WAIT_POLICY (theirs always win). `load`: cores in use by other
+    work (default: measured now, `busy_cores`). Returns what it decided."""
+    cores = cores or os.cpu_count() or 1
+    if load is None and "OMP_NUM_THREADS" not in environ and "OMP_WAIT_POLICY" not in environ:
+        load = busy_cores()
+    if load is None and "OMP_NUM_THREADS" not in environ and "OMP_WAIT_POLICY" not in environ:
+        return "unknown load: torch's default threads"
+    if "OMP_NUM_THREADS" in environ or "OMP_WAIT_POLICY" in environ:
+        return f"threads as set: OMP_NUM_THREADS={environ.get('OMP_NUM_THREADS', '-')}"
+    if cores > 1 and load >= BUSY_LOAD * cores:
+        environ["OMP_NUM_THREADS"] = "1"
+        log.warning(
+            "the %d cores are busy (%.1f in use by other work): this run uses 1 thread, since two processes of "
+            "spinning threads can slow each other 100x or more; set OMP_NUM_THREADS to choose",
+            cores,
+            load,
+        )
+        return "busy: 1 thread"
+    return "idle: torch's default threads"
+
+
 def _setup_logging(debug: bool) -> None:
     import warnings
 
@@ -510,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.debug)
+    helping = "-h" in argv or "--help" in argv or "--help-all" in argv or "--dry-run" in argv
+    if args.command in MODEL_COMMANDS and not helping and "torch" not in sys.modules:  # before torch loads
+        cpu_threads()
     try:
         return args.func(from_namespace(args.options, args) if args.options else args)
     except UserError as e:

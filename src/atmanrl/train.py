@@ -361,6 +361,9 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
         )
         return {"dry_run": True, "problems": problems}
 
+    import torch
+
+    log.info("torch threads: %d", torch.get_num_threads())
     set_seed(training_args.seed)
     dataset = build_dataset(script, training_args.seed)
     reward_funcs = build_rewards(script, training_args.reward_weights)
