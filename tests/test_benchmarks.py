@@ -29,6 +29,21 @@ def test_reward_validity_builds_correct_completions_of_every_kind(tokenizer, sha
     by = {r["kind"]: r["completion"] for r in records[:6]}
     n = {k: len(tokenizer(v, add_special_tokens=False)["input_ids"]) for k, v in by.items()}
     assert n["V"] > n["L"] and abs(n["P"] - n["L"]) <= 20 and by["E"].endswith(by["L"])
+    # the extra kinds: a wrong final step, a skipped one, and one filler style each; the held-out style only in
+    # the report split
+    extra = reward_validity.build(task, rows, "tune", tokenizer, extra_kinds=True)
+    kinds = {r["kind"] for r in extra}
+    assert {"W", "S", "V:hedging", "V:meta", "V:restating"} <= kinds and "V:selfcheck" not in kinds
+    report_kinds = {
+        r["kind"] for r in reward_validity.build(task, report, "report", tokenizer, extra_kinds=True)
+    }
+    assert "V:selfcheck" in report_kinds
+    for r in extra:
+        assert gsm8k.is_correct(gsm8k.parse(r["completion"]).value, r["gold"]), r
+    first = {r["kind"]: r["completion"] for r in extra if r["problem"] == extra[0]["problem"]}
+    if "W" in first:
+        assert first["W"] != first["L"] and first["W"].count("\n") == first["L"].count("\n")
+        assert first["S"].count("\n") == first["L"].count("\n") - 1
 
 
 def test_planted_families_are_split_and_hold_their_result(tokenizer):

@@ -367,7 +367,10 @@ class TrainScriptArguments:
     limit: int | None = field(default=None, metadata={"help": "use at most N training problems"})
     level: int = field(default=1, metadata={"help": "arith difficulty level"})
     subjects: str | None = field(default=None, metadata={"help": "mmlu: comma-separated subjects"})
-    fewshot: bool = field(default=True, metadata={"help": "prepend the task's worked example exchange"})
+    fewshot: bool = field(
+        default=True,
+        metadata={"help": "prepend the task's worked example exchange (--fewshot false leaves it out)"},
+    )
     rewards: list[str] = field(
         default_factory=lambda: ["correctness", "format", "saliency"],
         metadata={"help": "reward names from atmanrl.rewards.REWARDS; weights go in `reward_weights`"},
