@@ -13,6 +13,7 @@ timings do not depend on the weights) it reports, on one batch of rollouts (defa
   the largest score difference between the two;
 - whether SDPA's gradient into a float attention mask matches eager attention's on this device (attention.py
   falls back to eager attention on CUDA when the bias needs a gradient);
+- the published mask (presets paper and paper_answer): time per step, fixed passes, and a whole 200-step call;
 - with --grpo: a 5-step GRPO timing of both embedded-model recipes (needs TRL, datasets, math-verify and the
   embedded GGUF: see docs/performance.md for a bare GPU machine).
 
@@ -222,6 +223,17 @@ def bench_shape(shape: str, device: torch.device, dtype: torch.dtype, args) -> d
         step_s[n], _ = timed(device, lambda n=n: run("learned", **REWARD, steps=n))
     res["learned_per_step_s"] = (step_s[hi] - step_s[lo]) / (hi - lo)
     res["learned_fixed_s"] = step_s[lo] - lo * res["learned_per_step_s"]
+    # the published mask (docs/paper.md): its time per step and fixed passes the same way, exact and answer rows;
+    # a whole call is `paper*_fixed_s + 200 * paper*_per_step_s`
+    for name, preset in (("paper", "paper"), ("paper_answer", "paper_answer")):
+        t = {}
+        for n in (1, 3):
+            run("learned", preset=preset, steps=n)
+            t[n], _ = timed(device, lambda n=n, preset=preset: run("learned", preset=preset, steps=n))
+        res[f"{name}_per_step_s"] = (t[3] - t[1]) / 2
+        res[f"{name}_fixed_s"] = t[1] - res[f"{name}_per_step_s"]
+        res[f"{name}_200_steps_s"] = res[f"{name}_fixed_s"] + 200 * res[f"{name}_per_step_s"]
+    res["paper_answer_per_step_over_reward"] = res["paper_answer_per_step_s"] / res["learned_per_step_s"]
     if device.type == "cuda":
         # a new setting each: both counts include the capture
         for name, cfg in (("eager", {**REWARD, "cuda_graph": False}), ("graph", REWARD)):
