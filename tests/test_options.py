@@ -85,3 +85,44 @@ def test_the_demo_takes_its_options_from_one_dataclass(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert all(f"--{f.name}" in text and f.metadata["help"] for f in fields(DemoCommand))
+
+
+def test_every_saliency_reward_setting_is_declared_once_and_recipes_and_flags_agree():
+    """SaliencyRewardConfig is the one declaration: each field is a recipe key with its default and help, the
+    variants' parameters are flags of the saliency and explain commands with the same defaults, and a recipe's
+    keys reach the reward unchanged."""
+    import dataclasses
+
+    from atmanrl.defaults import VARIANT_PARAMS, SaliencyRewardConfig, recipe_key
+    from atmanrl.options import ExplainCommand, SaliencyCommand, TrainScriptArguments
+
+    keys = {f.name: f for f in dataclasses.fields(TrainScriptArguments)}
+    for f in dataclasses.fields(SaliencyRewardConfig):
+        key = keys[recipe_key(f.name)]
+        assert key.default == f.default and key.metadata["help"] == f.metadata["help"], f.name
+    saliency_keys = {k for k in keys if k.startswith("saliency_")} | {"min_reasoning_tokens"}
+    assert saliency_keys == {recipe_key(f.name) for f in dataclasses.fields(SaliencyRewardConfig)}
+    for command in (SaliencyCommand, ExplainCommand):
+        flags = {f.name: f for f in dataclasses.fields(command)}
+        for name in VARIANT_PARAMS:
+            assert flags[name].default == getattr(SaliencyRewardConfig, name), (command.__name__, name)
+            assert (
+                SaliencyRewardConfig.__dataclass_fields__[name].metadata["help"]
+                in flags[name].metadata["help"]
+            )
+
+
+def test_a_recipes_saliency_keys_reach_the_reward(tmp_path):
+    from atmanrl.train import build_rewards, parse_recipe
+
+    overrides = ["--dry_run", "true", "--saliency_scale", "2.5", "--saliency_variant", "cot_reliance"]
+    overrides += [
+        "--saliency_method",
+        "attention_gradient",
+        "--reward_options",
+        '{"saliency": {"margin": 3.0}}',
+    ]
+    script, args, _ = parse_recipe("smollm2-135m/arith_atmanrl.yaml", overrides)
+    fn = build_rewards(script, args.reward_weights)[-1]
+    assert (fn.config.scale, fn.config.variant, fn.config.margin) == (2.5, "cot_reliance", 3.0)
+    assert fn.variant_kw == {"tau": 0.5, "scale": 2.5, "margin": 3.0}

@@ -245,9 +245,11 @@ def _methods_options(args: EvalCommand) -> tuple[tuple[str, ...], dict]:
         raise UserError(
             '--saliency-config must map method names to option objects, e.g. {"learned": {"steps": 10}}'
         )
-    if args.saliency_steps is not None:
-        options.setdefault("learned", {})["steps"] = args.saliency_steps
-    return methods, options
+    from .saliency import method_options
+
+    for m in methods:  # --saliency-steps for every method that has steps; --saliency-config wins
+        options[m] = {**method_options(m, steps=args.saliency_steps), **options.get(m, {})}
+    return methods, {m: o for m, o in options.items() if o}
 
 
 def cmd_eval(args: EvalCommand) -> int:

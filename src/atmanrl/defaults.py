@@ -6,6 +6,7 @@ lives here, and the library's modules import it from here too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded SmolLM2-135M-Instruct (models.EMBEDDED)
@@ -54,3 +55,64 @@ LEARNED_PRESETS: dict[str, dict[str, Any]] = {
     # The library default spelled out (atmanrl 0.2 called it "chained"): kept so scripts that name it still run.
     "chained": dict(chain=True, chain_by="leave_one_out", chain_top=3, steps=30, lam=0.3),
 }
+
+
+@dataclass
+class SaliencyRewardConfig:
+    """Every setting of the saliency reward (`rewards.SaliencyReward`), declared once, here.
+
+    Recipes name a setting `saliency_<name>` (`recipe_key`); `reward_options: {saliency: {...}}` takes the names
+    as they are. The `saliency` and `explain` commands take the variants' parameters (`VARIANT_PARAMS`) as flags.
+    """
+
+    variant: str = field(
+        default="needed_share",
+        metadata={
+            "help": "needed_share (atmanrl's), paper (the published reward, docs/paper.md), paper_printed, "
+            "paper_reenabled, salient_fraction, cot_reliance or concentration"
+        },
+    )
+    method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
+    steps: int | None = field(
+        default=None,
+        metadata={"help": "mask optimisation steps (default: the preset's: reward 15, paper 200)"},
+    )
+    method_options: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": 'the method\'s options, e.g. {"preset": "paper_answer"} or {"lr": 0.2, "lam": 1.0}'
+        },
+    )
+    tau: float = field(default=0.5, metadata={"help": "salient_fraction: threshold on the score"})
+    scale: float = field(
+        default=5.0, metadata={"help": "cot_reliance: the gap (nats) that earns the full reward"}
+    )
+    margin: float = field(
+        default=1.0,
+        metadata={"help": "needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"},
+    )
+    correct_only: bool = field(default=True, metadata={"help": "saliency reward for correct rollouts only"})
+    min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "at most this many rollouts per saliency forward (unset: no cap)"}
+    )
+    token_budget: int | None = field(
+        default=16384,
+        metadata={
+            "help": "rollouts x longest length per saliency forward: the whole step in one batch when it fits"
+        },
+    )
+
+
+VARIANT_PARAMS = (
+    "tau",
+    "scale",
+    "margin",
+)  # what the variants read; flags of the saliency and explain commands
+
+
+def recipe_key(name: str) -> str:
+    """The recipe key of a `SaliencyRewardConfig` field (the names recipes have used since atmanrl 0.1)."""
+    return {"min_reasoning_tokens": "min_reasoning_tokens", "method_options": "saliency_options"}.get(
+        name, f"saliency_{name}"
+    )

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from .data import Parsed, Task, get_task, parse_letter, parse_math
+from .defaults import SaliencyRewardConfig
 from .errors import UserError
 from .generate import render_prompt
 from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
 from .rewards import applicable_variants, cot_gap
-from .saliency import Saliency, Trace, compute_saliency, get_method
+from .saliency import Saliency, Trace, compute_saliency, get_method, method_options
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,6 @@ def row_to_trace(row: dict[str, Any], tokenizer, task: Task | None, max_tokens: 
     return trace
 
 
-def method_options(
-    method: str, scope: str | None, steps: int | None, seed: int, preset: str | None = None
-) -> dict[str, Any]:
-    """Only the options a method has (a method without `steps` or presets must not receive them)."""
-    from dataclasses import fields
-
-    known = {f.name for f in fields(get_method(method))}
-    opts: dict[str, Any] = {"scope": scope, "steps": steps, "seed": seed}
-    out = {k: v for k, v in opts.items() if k in known and v is not None}
-    if preset is not None and get_method(method).presets:
-        out["preset"] = preset
-    return out
-
-
 def score_traces(
     model,
     tokenizer,
@@ -93,8 +80,9 @@ def score_traces(
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
-    tau: float = 0.5,
-    margin: float = 1.0,
+    tau: float = SaliencyRewardConfig.tau,
+    margin: float = SaliencyRewardConfig.margin,
+    scale: float = SaliencyRewardConfig.scale,
     preset: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per trace: {"saliency": {method: Saliency}, "rewards": {variant: value}} (rewards when `learned` ran)."""
@@ -116,7 +104,7 @@ def score_traces(
                     chunk,
                     m,
                     batch_size=batch_size,
-                    **method_options(m, scope, steps, seed, preset),
+                    **method_options(m, scope=scope, steps=steps, seed=seed, preset=preset),
                 )
                 advance(len(chunk))
             for row, sal in zip(out, sals, strict=True):
@@ -124,11 +112,11 @@ def score_traces(
             if m == "learned" and not reward_pass:
                 reward_sals = sals
         if reward_pass:
-            opts = method_options("learned", "answer", steps, seed, "reward")
+            opts = method_options("learned", scope="answer", steps=steps, seed=seed, preset="reward")
             reward_sals = compute_saliency(model, tokenizer, traces, "learned", batch_size=batch_size, **opts)
             advance(len(traces))
     if reward_sals:
-        kw = {"tau": tau, "margin": margin}
+        kw = {"tau": tau, "margin": margin, "scale": scale}
         for row, sal in zip(out, reward_sals, strict=True):
             row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in applicable_variants(sal).items()}
     return out

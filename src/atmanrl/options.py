@@ -13,10 +13,10 @@ import argparse
 import logging
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from typing import Any, TypeVar
 
-from .defaults import DEFAULT_METHODS, DEFAULT_MODEL  # noqa: F401  (re-exported: the CLI's defaults)
+from .defaults import DEFAULT_METHODS, DEFAULT_MODEL, VARIANT_PARAMS, SaliencyRewardConfig, recipe_key  # noqa: F401  (re-exported: the CLI's defaults)
 from .defaults import LEARNED_PRESETS as PRESETS
 
 T = TypeVar("T")
@@ -160,6 +160,12 @@ class TaskOptions:
 STEPS_HELP = "mask optimisation steps of `learned` (default: 30, the reward's mask 15; train: saliency_steps)"
 
 
+def reward_option(name: str) -> Any:
+    """A flag made from a `SaliencyRewardConfig` field: its default and help, as the recipes have them."""
+    f = next(f for f in fields(SaliencyRewardConfig) if f.name == name)
+    return option(f.default, f"{f.metadata['help']} (default: %(default)s)", group="saliency")
+
+
 @dataclass
 class SaliencyOptions:
     methods: str = option(
@@ -185,14 +191,10 @@ class SaliencyOptions:
         group="saliency",
         choices=LEARNED_PRESETS,
     )
-    margin: float = option(
-        1.0,
-        "needed_share reward: the CoT must raise log p(answer) by this many nats (default: %(default)s)",
-        group="saliency",
-    )
-    tau: float = option(
-        0.5, "salient_fraction reward: score threshold (default: %(default)s)", group="saliency"
-    )
+    # the reward variants' parameters: declared once, in SaliencyRewardConfig
+    tau: float = reward_option("tau")
+    scale: float = reward_option("scale")
+    margin: float = reward_option("margin")
 
     def scoring(self) -> dict[str, Any]:
         """The options `explain.score_traces` takes, by its names."""
@@ -200,9 +202,8 @@ class SaliencyOptions:
             scope=self.scope,
             steps=self.saliency_steps,
             seed=getattr(self, "seed", 0),
-            tau=self.tau,
-            margin=self.margin,
             preset=self.preset,
+            **{k: getattr(self, k) for k in VARIANT_PARAMS},
         )
 
 
@@ -355,8 +356,8 @@ class DemoCommand:
 
 
 @dataclass
-class TrainScriptArguments:
-    """atmanrl's own recipe keys (the rest are TRL's `GRPOConfig` and `ModelConfig`)."""
+class TrainKeys:
+    """atmanrl's own recipe keys apart from the saliency reward's (`TrainScriptArguments` adds those)."""
 
     task: str = field(default="arith", metadata={"help": "task: arith, gsm8k or mmlu"})
     data_dir: str | None = field(
@@ -375,46 +376,6 @@ class TrainScriptArguments:
         default_factory=lambda: ["correctness", "format", "saliency"],
         metadata={"help": "reward names from atmanrl.rewards.REWARDS; weights go in `reward_weights`"},
     )
-    saliency_variant: str = field(
-        default="needed_share",
-        metadata={
-            "help": "needed_share (atmanrl's), paper (the published reward, docs/paper.md), paper_printed, "
-            "paper_reenabled, salient_fraction, cot_reliance or concentration"
-        },
-    )
-    saliency_method: str = field(default="learned", metadata={"help": "saliency method behind the reward"})
-    saliency_steps: int | None = field(
-        default=None,
-        metadata={
-            "help": "mask optimisation steps (default: the reward preset's, 15; or another preset's, e.g. paper 200)"
-        },
-    )
-    saliency_options: str | None = field(
-        default=None,
-        metadata={
-            "help": 'extra saliency options as JSON, e.g. \'{"lr": 0.2, "lam": 1.0, "scope": "answer"}\''
-        },
-    )
-    saliency_tau: float = field(
-        default=0.5, metadata={"help": "salient_fraction only: threshold on the score"}
-    )
-    saliency_margin: float = field(
-        default=1.0,
-        metadata={"help": "needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"},
-    )
-    saliency_correct_only: bool = field(
-        default=True, metadata={"help": "saliency reward for correct rollouts only"}
-    )
-    saliency_batch_size: int | None = field(
-        default=None, metadata={"help": "at most this many rollouts per saliency forward (unset: no cap)"}
-    )
-    saliency_token_budget: int | None = field(
-        default=16384,
-        metadata={
-            "help": "rollouts x longest length per saliency forward: the whole step in one batch when it fits"
-        },
-    )
-    min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
     reward_options: str | None = field(
         default=None,
         metadata={
@@ -435,6 +396,28 @@ class TrainScriptArguments:
         },
     )
     plot: bool = field(default=True, metadata={"help": "write training_curves.png to output_dir at the end"})
+
+
+def _saliency_recipe_keys() -> list[tuple[str, Any, Any]]:
+    """The saliency reward's recipe keys, made from `SaliencyRewardConfig`: its one declaration of each setting
+    (a recipe spells the method's options as JSON, or as a YAML mapping)."""
+    hints = typing.get_type_hints(SaliencyRewardConfig)
+    out = []
+    for f in fields(SaliencyRewardConfig):
+        kind = str | None if f.name == "method_options" else hints[f.name]
+        out.append(
+            (recipe_key(f.name), kind, field(default=f.default, metadata={"help": f.metadata["help"]}))
+        )
+    return out
+
+
+TrainScriptArguments = make_dataclass(
+    "TrainScriptArguments",
+    _saliency_recipe_keys(),
+    bases=(TrainKeys,),
+    namespace={"__doc__": "atmanrl's recipe keys (the rest are TRL's `GRPOConfig` and `ModelConfig`)."},
+)
+TrainScriptArguments.__module__ = __name__
 
 
 TRAIN_USAGE = """usage: atmanrl train RECIPE.yaml [--key value ...]

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import fields, replace
 from typing import Any
 
 from .data import Task, get_task
+from .defaults import VARIANT_PARAMS, SaliencyRewardConfig
 from .errors import UserError
 from .models import max_length
 
@@ -166,7 +168,7 @@ def cot_gap(sal) -> float:
 
 
 @register_variant("needed_share")
-def needed_share(sal, margin: float = 1.0, **_: Any) -> float:
+def needed_share(sal, margin: float = SaliencyRewardConfig.margin, **_: Any) -> float:
     """The default. 0 when the CoT does not drive the answer (gap < `margin` nats); else the share of content
     CoT tokens the answer needs: the mean of the learned mask's gates, which the gap-normalised restore objective
     pushes to ~1 for tokens that carry their part of the gap and ~0 for the rest. It pushes toward CoTs that the
@@ -185,14 +187,14 @@ def needed_share(sal, margin: float = 1.0, **_: Any) -> float:
 
 
 @register_variant("salient_fraction")
-def salient_fraction(sal, tau: float = 0.5, **_: Any) -> float:
+def salient_fraction(sal, tau: float = SaliencyRewardConfig.tau, **_: Any) -> float:
     """Share of content CoT tokens with score > tau: dense reasoning in which most tokens matter."""
     scores = _content_scores(sal)
     return sum(s > tau for s in scores) / max(len(scores), 1)
 
 
 @register_variant("cot_reliance")
-def cot_reliance(sal, scale: float = 5.0, **_: Any) -> float:
+def cot_reliance(sal, scale: float = SaliencyRewardConfig.scale, **_: Any) -> float:
     """clip((log p(A|x,R) - log p(A|x, R suppressed)) / scale, 0, 1): does the answer depend on the CoT at all."""
     return min(max(cot_gap(sal) / scale, 0.0), 1.0)
 
@@ -268,23 +270,23 @@ class SaliencyReward:
 
     def __init__(
         self,
-        variant: str = "needed_share",
-        method: str = "learned",
-        steps: int | None = None,
-        tau: float = 0.5,
-        scale: float = 5.0,
-        margin: float = 1.0,
-        correct_only: bool = True,
-        min_reasoning_tokens: int = 5,
-        batch_size: int | None = None,
-        token_budget: int | None = 16384,
-        method_options: dict[str, Any] | None = None,
+        config: SaliencyRewardConfig | None = None,
         model=None,
         tokenizer=None,
         task: str = "gsm8k",
-        **task_options: Any,
+        **options: Any,
     ):
-        from .saliency import get_method, make_method
+        """`config` holds every setting (`defaults.SaliencyRewardConfig`); `options` may name any of its fields
+        (they win over `config`), and the rest are the task's options."""
+        from .saliency import get_method, make_method, method_options
+
+        names = {f.name for f in fields(SaliencyRewardConfig)}
+        cfg = replace(
+            config or SaliencyRewardConfig(), **{k: options.pop(k) for k in list(options) if k in names}
+        )
+        task_options = options
+        variant, method, steps = cfg.variant, cfg.method, cfg.steps
+        self.config = cfg
 
         if variant not in SALIENCY_VARIANTS:
             raise UserError(
@@ -297,7 +299,7 @@ class SaliencyReward:
                 "use method='learned' or another variant (cot_reliance works with every method)"
             )
         self.variant, self.method = variant, method
-        self.options = dict(method_options or {})
+        self.options = dict(cfg.method_options or {})
         if variant in PAPER_VARIANTS and method != "learned":
             raise UserError(
                 f"the {variant} variant reads the published mask's entries; method {method!r} has none: "
@@ -307,22 +309,17 @@ class SaliencyReward:
             # the reward's own validated mask, not the attribution default (docs/saliency.md); the paper's reward
             # on the published mask (docs/paper.md)
             self.options.setdefault("preset", "paper" if variant in PAPER_VARIANTS else "reward")
-        if steps is not None and method == "learned":
-            self.options.setdefault("steps", steps)
-        elif steps is not None:  # a recipe's saliency_steps with another method: say so rather than drop it
+        self.options = {**method_options(method, steps=steps), **self.options}  # explicit method options win
+        if steps is not None and "steps" not in self.options:  # a method without steps: say so, not drop it
             log.warning(
                 "saliency: steps=%s applies to the learned mask only; method %r ignores it", steps, method
             )
-        self.variant_kw = {"tau": tau, "scale": scale, "margin": margin}
+        self.variant_kw = {k: getattr(cfg, k) for k in VARIANT_PARAMS}
         # One step's rollouts in as few forwards as `token_budget` (traces x longest length) allows; at most
         # `batch_size` traces per forward (None: no cap). Multi-process runs use fixed groups of
         # `batch_size or 8`: a length-dependent number of forwards would break the ranks' lockstep.
-        self.correct_only, self.min_reasoning_tokens, self.batch_size, self.token_budget = (
-            correct_only,
-            min_reasoning_tokens,
-            batch_size,
-            token_budget,
-        )
+        self.correct_only, self.min_reasoning_tokens = cfg.correct_only, cfg.min_reasoning_tokens
+        self.batch_size, self.token_budget = cfg.batch_size, cfg.token_budget
         self.task = get_task(task, **task_options)
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
         # Built once, so a bad option fails here, and what the method caches (CUDA step graphs) lasts the run.

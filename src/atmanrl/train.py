@@ -122,8 +122,6 @@ def build_dataset(script: TrainScriptArguments, seed: int, split: str | None = N
 
 
 def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> list:
-    import json
-
     from .rewards import get_reward
 
     if weights is not None and len(weights) != len(script.rewards):
@@ -135,33 +133,37 @@ def build_rewards(script: TrainScriptArguments, weights: list[float] | None) -> 
     funcs = []
     for name in script.rewards:
         if name == "saliency":
-            try:
-                extra = json.loads(script.saliency_options) if script.saliency_options else {}
-            except json.JSONDecodeError as e:
-                raise UserError(
-                    f"saliency_options is not valid JSON ({e.msg}): {script.saliency_options}"
-                ) from e
-            kwargs: dict[str, Any] = dict(
-                variant=script.saliency_variant,
-                method=script.saliency_method,
-                steps=script.saliency_steps,
-                tau=script.saliency_tau,
-                margin=script.saliency_margin,
-                correct_only=script.saliency_correct_only,
-                min_reasoning_tokens=script.min_reasoning_tokens,
-                batch_size=script.saliency_batch_size,
-                token_budget=script.saliency_token_budget,
-                method_options=extra,
-                **task_kw,
-            )
             funcs.append(
-                get_reward("saliency", **{**kwargs, **own.get("saliency", {})})
-            )  # reward_options win
+                get_reward("saliency", config=saliency_config(script, own.get("saliency")), **task_kw)
+            )
         else:
             funcs.append(
                 get_reward(name, **declared(name, {**task_kw, **own.get(name, {})}, own.get(name, {})))
             )
     return funcs
+
+
+def saliency_config(script, override: dict[str, Any] | None = None):
+    """The saliency reward's `SaliencyRewardConfig` from a recipe's `saliency_*` keys (`recipe_key`), then
+    `reward_options: {saliency: {...}}` on top (the config's own names)."""
+    import dataclasses
+    import json
+
+    from .defaults import SaliencyRewardConfig, recipe_key
+
+    values = {f.name: getattr(script, recipe_key(f.name)) for f in dataclasses.fields(SaliencyRewardConfig)}
+    text = values["method_options"]
+    if isinstance(text, str):  # JSON on the command line; a YAML mapping arrives as a dict
+        try:
+            values["method_options"] = json.loads(text) if text.strip() else None
+        except json.JSONDecodeError as e:
+            raise UserError(f"saliency_options is not valid JSON ({e.msg}): {text}") from e
+    unknown = sorted(set(override or {}) - set(values))
+    if unknown:
+        raise UserError(
+            f"reward_options: the saliency reward has no option {unknown}; it takes {sorted(values)}"
+        )
+    return SaliencyRewardConfig(**{**values, **(override or {})})
 
 
 def _reward_options(text: Any, rewards: list[str]) -> dict[str, dict[str, Any]]:

@@ -50,6 +50,28 @@ log = logging.getLogger(__name__)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {n: c.presets for n, c in METHODS.items() if c.presets}
 
 
+def method_options(
+    method: str,
+    *,
+    steps: int | None = None,
+    scope: str | None = None,
+    seed: int | None = None,
+    preset: str | None = None,
+) -> dict[str, Any]:
+    """The common settings (mask steps, scope, seed, preset) as options of `method`, only those it has and only
+    those given: every command and the reward turn their flags into a method's options here."""
+    cls = get_method(method)
+    known = {f.name for f in fields(cls)}
+    out = {
+        k: v
+        for k, v in {"scope": scope, "steps": steps, "seed": seed}.items()
+        if k in known and v is not None
+    }
+    if preset is not None and cls.presets:
+        out["preset"] = preset
+    return out
+
+
 def make_method(method: str, preset: str | None = None, **config) -> SaliencyMethod:
     """A configured method: its dataclass defaults, then the named `preset` (see PRESETS), then `config`."""
     cls = get_method(method)
