@@ -111,7 +111,7 @@ def _read_state(run: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
-def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, monkeypatch, peft):
+def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, monkeypatch, peft, capsys):
     # Completions of a random tiny model rarely parse; a patched parser makes every rollout eligible, so the
     # saliency reward really runs inside the GRPO step.
     from atmanrl.data import Arith, Parsed
@@ -129,7 +129,10 @@ def test_tiny_grpo_run_logs_saliency_and_leaves_checkpoint(tmp_path, tiny_dir, m
         else {"log_completions": True, "eval_strategy": "steps", "eval_steps": 2, "eval_limit": 4}
     )
     recipe = tiny_recipe(tmp_path, tiny_dir, **extra)
+    capsys.readouterr()
     assert cli([str(recipe)]) == 0
+    out = capsys.readouterr().out  # not a terminal: one plain line per logged step, not rich's redrawn tables
+    assert "step 2/2:" in out and "rewards/saliency/mean=" in out and len(out.splitlines()) < 40
     state = _read_state(tmp_path / "run")
     assert state["global_step"] == 2
     logged = {k for h in state["log_history"] for k in h}

@@ -265,3 +265,35 @@ def test_commands_log_their_thread_count(tiny_dir, tmp_path, caplog):
     argv = ["generate", "--model", str(tiny_dir), "--task", "arith", "--limit", "1", "--max-new-tokens", "2"]
     assert main([*argv, "--output", str(tmp_path / "g.jsonl")]) == 0
     assert re.search(r"\d+ torch threads", caplog.text)
+
+
+def test_limit_states_its_default_and_a_whole_split_warns_before_the_model_loads(
+    tmp_path, caplog, monkeypatch
+):
+    import argparse
+
+    from atmanrl.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    eval_help = next(a for a in sub.choices["eval"]._actions if "--limit" in a.option_strings)
+    assert "default: every example of the split" in eval_help.help
+
+    def no_model(*a, **k):
+        raise UserError("stop before the model")
+
+    monkeypatch.setattr("atmanrl.cli.model_from_options", no_model)
+    assert main(["eval", "--task", "arith", "--report", str(tmp_path / "r")]) == 2
+    assert "evaluating all 1000 arith examples (no --limit)" in caplog.text
+
+
+def test_compare_plots_give_every_run_its_own_colour_and_marker(monkeypatch):
+    import atmanrl.report as report
+
+    figs = []
+    monkeypatch.setattr(report, "png", lambda fig: figs.append(fig) or "")
+    curve = {"n": 2, "deletion": [0.0, -1.0], "insertion": [-1.0, 0.0]}
+    run = {"saliency": {"n": 2, "ks": [0, 100], "methods": {"learned": curve}}}
+    report.plot_saliency([run, run], ["a", "b"])
+    lines = figs[0].axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["a: learned", "b: learned"]
+    assert lines[0].get_color() != lines[1].get_color() and lines[0].get_marker() != lines[1].get_marker()

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,16 @@ def dry_run(script, training_args, model_args) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
+class PlainLog(TrainerCallback):
+    """One line per logged step: the step and its metrics, rounded (what a log file of a run should hold)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
+            print(f"step {state.global_step}/{state.max_steps}: {shown}", flush=True)
+        return control
+
+
 class FinalCheckpoint(TrainerCallback):
     """Make the last step save a checkpoint, so a run of any length is resumable from its end."""
 
@@ -393,7 +404,10 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
         resume = latest_checkpoint(training_args.output_dir)
         if resume is None:
             log.warning("--resume: no checkpoint in %s, starting from scratch", training_args.output_dir)
-    training_args.disable_tqdm = True  # rich progress instead
+    # On a terminal, rich's live table; in a log file (ab, CI, nohup) one plain line per logged step: rich
+    # redraws its table into a file hundreds of lines at a time, with cut headers
+    live = sys.stdout.isatty() and os.environ.get("ATMANRL_NO_PROGRESS") != "1"
+    training_args.disable_tqdm = True
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -402,11 +416,11 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        callbacks=[RichProgressCallback(), FinalCheckpoint()],
+        callbacks=[RichProgressCallback(), FinalCheckpoint()] if live else [FinalCheckpoint(), PlainLog()],
     )
     from transformers.trainer_callback import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)  # the rich table shows the same logs
+    trainer.remove_callback(PrinterCallback)  # rich's table, or PlainLog's line, shows the same logs
     for fn in reward_funcs:
         if hasattr(fn, "bind"):
             fn.bind(trainer)
