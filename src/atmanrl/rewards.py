@@ -139,14 +139,49 @@ def format_reward(task: str = "gsm8k", **task_options: Any) -> RewardFn:
 # for structural reasons, and rewarding them would reward decoration.
 
 SALIENCY_VARIANTS: dict[str, Callable[..., float]] = {}
+# what each variant reads: "gates" (the learned column mask's gates in [0, 1]), "entries" (the learned matrix
+# mask's entries: the published mask) or "any" (scores and log-probs every method gives)
+VARIANT_READS: dict[str, str] = {}
+READS = {
+    "gates": (
+        "learned",
+        "column",
+        "the learned column mask's gates: method 'learned' with a column preset (reward)",
+    ),
+    "entries": (
+        "learned",
+        "matrix",
+        "the published mask's entries: method 'learned', preset 'paper' or 'paper_answer'",
+    ),
+}
 
 
-def register_variant(name: str):
+def register_variant(name: str, reads: str = "any"):
     def deco(fn: Callable[..., float]) -> Callable[..., float]:
         SALIENCY_VARIANTS[name] = fn
+        VARIANT_READS[name] = reads
         return fn
 
     return deco
+
+
+def variant_problem(variant: str, method: str, form: str | None) -> str | None:
+    """Why `variant` cannot read what `method` (of mask form `form`) gives, or None when it can."""
+    reads = VARIANT_READS.get(variant, "any")
+    if reads == "any":
+        return None
+    want_method, want_form, what = READS[reads]
+    if method != want_method or (form or "column") != want_form:
+        return f"the {variant} variant reads {what}; method {method!r} (form {form or 'column'!r}) gives other scores"
+    return None
+
+
+def _check_reads(variant: str, sal) -> None:
+    problem = variant_problem(
+        variant, sal.method, sal.config.get("form") if isinstance(sal.config, dict) else None
+    )
+    if problem:
+        raise UserError(problem)
 
 
 def _content_scores(sal) -> list[float]:
@@ -167,18 +202,14 @@ def cot_gap(sal) -> float:
     return sal.answer_logprob - suppressed
 
 
-@register_variant("needed_share")
+@register_variant("needed_share", reads="gates")
 def needed_share(sal, margin: float = SaliencyRewardConfig.margin, **_: Any) -> float:
     """The default. 0 when the CoT does not drive the answer (gap < `margin` nats); else the share of content
     CoT tokens the answer needs: the mean of the learned mask's gates, which the gap-normalised restore objective
     pushes to ~1 for tokens that carry their part of the gap and ~0 for the rest. It pushes toward CoTs that the
     answer depends on (a hint in the prompt or an answer guessed without the CoT earns 0) and, among those,
     toward dense ones (filler, restated questions and padding dilute the share)."""
-    if sal.method != "learned" or "entry_mean" in sal.extras:
-        raise UserError(
-            f"needed_share reads the learned column mask's gates in [0, 1]; method {sal.method!r} "
-            f"(form {sal.config.get('form', 'column')!r}) has other scores"
-        )
+    _check_reads("needed_share", sal)
     gap = cot_gap(sal)
     if not gap >= margin:
         return 0.0
@@ -210,49 +241,36 @@ def concentration(sal, **_: Any) -> float:
     return 1.0 - h / math.log(len(g))
 
 
-def _entry_mean(sal) -> float:
-    mean = sal.extras.get("entry_mean")
-    if mean is None:
-        raise UserError(
-            f"the paper's reward reads the published mask's entries; method {sal.method!r} "
-            f"(form {sal.config.get('form', 'column')!r}) has none: use the learned method with preset "
-            "'paper' or 'paper_answer'"
-        )
-    return float(mean)
+def _entry_mean(sal, variant: str) -> float:
+    _check_reads(variant, sal)
+    return float(sal.extras["entry_mean"])
 
 
-@register_variant("paper_printed")
+@register_variant("paper_printed", reads="entries")
 def paper_printed(sal, **_: Any) -> float:
     """The paper's reward as printed: the mean of Hn = H / c over the causal entries of the CoT columns (1 when the
     mask stays at its start, 0 when the answer needed the whole CoT re-enabled). It pays CoTs the answer does not
     need; docs/paper.md measures both readings."""
-    return _entry_mean(sal)
+    return _entry_mean(sal, "paper_printed")
 
 
-@register_variant("paper_reenabled")
+@register_variant("paper_reenabled", reads="entries")
 def paper_reenabled(sal, **_: Any) -> float:
     """The paper's reward as its text describes it ("how strongly the CoT must be re-enabled"): 1 - mean Hn over
     the causal entries of the CoT columns."""
-    return 1.0 - _entry_mean(sal)
+    return 1.0 - _entry_mean(sal, "paper_reenabled")
 
 
 # `paper`: the reading the measurements in docs/paper.md support
 PAPER_READING = "paper_reenabled"
-SALIENCY_VARIANTS["paper"] = SALIENCY_VARIANTS[PAPER_READING]
+SALIENCY_VARIANTS["paper"], VARIANT_READS["paper"] = SALIENCY_VARIANTS[PAPER_READING], "entries"
 PAPER_VARIANTS = ("paper", "paper_printed", "paper_reenabled")
 
 
 def applicable_variants(sal) -> dict[str, Callable[..., float]]:
-    """The variants that can read `sal`: needed_share the column mask's gates, the paper's the matrix entries."""
-    matrix = "entry_mean" in sal.extras
-    column = sal.method == "learned" and not matrix
-    return {
-        name: fn
-        for name, fn in SALIENCY_VARIANTS.items()
-        if (name in PAPER_VARIANTS and matrix)
-        or (name == "needed_share" and column)
-        or name not in (*PAPER_VARIANTS, "needed_share")
-    }
+    """The variants that can read `sal` (each declares what it reads: `VARIANT_READS`)."""
+    form = sal.config.get("form") if isinstance(sal.config, dict) else None
+    return {n: fn for n, fn in SALIENCY_VARIANTS.items() if variant_problem(n, sal.method, form) is None}
 
 
 PLACEHOLDER = ("Question: Ann has 2 pens and gets 3 more.", "Ann has 2 + 3 = 5 pens now.\n", "#### 5")
@@ -293,18 +311,8 @@ class SaliencyReward:
                 f"unknown saliency variant {variant!r}: choose from {', '.join(SALIENCY_VARIANTS)}"
             )
         get_method(method)  # fail early on an unknown name
-        if variant == "needed_share" and method != "learned":
-            raise UserError(
-                f"the needed_share variant reads the learned mask's gates; method {method!r} gives other scores: "
-                "use method='learned' or another variant (cot_reliance works with every method)"
-            )
         self.variant, self.method = variant, method
         self.options = dict(cfg.method_options or {})
-        if variant in PAPER_VARIANTS and method != "learned":
-            raise UserError(
-                f"the {variant} variant reads the published mask's entries; method {method!r} has none: "
-                "use method='learned' (preset 'paper' or 'paper_answer')"
-            )
         if method == "learned":
             # the reward's own validated mask, not the attribution default (docs/saliency.md); the paper's reward
             # on the published mask (docs/paper.md)
@@ -324,15 +332,9 @@ class SaliencyReward:
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
         # Built once, so a bad option fails here, and what the method caches (CUDA step graphs) lasts the run.
         self.built = make_method(method, **self.options)
-        matrix = getattr(self.built, "form", None) == "matrix"
-        if variant in PAPER_VARIANTS and not matrix:
-            raise UserError(
-                f"the {variant} variant reads the published mask's entries: use preset 'paper' or 'paper_answer'"
-            )
-        if variant == "needed_share" and matrix:
-            raise UserError(
-                "needed_share reads the column mask's gates: use a column preset such as 'reward'"
-            )
+        problem = variant_problem(variant, method, getattr(self.built, "form", None))
+        if problem:  # what the variant reads, which it declares, against what the method gives
+            raise UserError(f"{problem} (cot_reliance works with every method)")
         self.__name__ = "saliency"
 
     def bind(self, trainer) -> SaliencyReward:
