@@ -15,8 +15,9 @@ from .ab import CURVES, METRICS, ABConfig, models, run_dir
 from .composition import cot_stats
 from .data import get_task, task_options
 from .evaluate import area_over_curve, pass_at_k
+from .heatmap import page
 from .io import atomic_write_text
-from .report import esc, page, png, table
+from .report import esc, png, table
 from .stats import bootstrap_ci, excludes_zero, mean, paired_diff_ci
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .heatmap import page
 from .io import atomic_write_text, write_json
 from .report import (
     esc,
     flatten,
     fmt,
     load_run,
-    page,
     plot_accuracy,
     plot_cot_stats,
     plot_early_answering,

@@ -16,9 +16,16 @@ from .masked import Token, content_mask
 if TYPE_CHECKING:  # saliency imports this module (its renderer): the type only
     from .saliency import Saliency
 
+# The one stylesheet of every atmanrl page: heatmaps, eval reports, compare and A/B pages
 CSS = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
-h1{font-size:20px} h2{font-size:16px;margin-top:28px;border-top:1px solid #ddd;padding-top:12px}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1300px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td.k,th.k{text-align:left;font-family:monospace}
+.up{color:#1a7f37}.down{color:#b42318}.muted{color:#777}
+pre{background:#f7f7f7;padding:.6em;white-space:pre-wrap;word-break:break-word}
+img{max-width:100%;height:auto}.example{border:1px solid #ddd;padding:.5em;margin:.6em 0}
 .grid{display:grid;gap:12px;grid-template-columns:repeat(auto-fit,minmax(320px,1fr))}
 .card{border:1px solid #ddd;border-radius:6px;padding:10px;background:#fff}
 .card h3{margin:0 0 6px;font-size:13px} .meta{color:#666;font-size:12px;margin-bottom:6px}
@@ -44,6 +51,14 @@ REWARD_DEFINITIONS = {
     "paper_printed": "the published formula as printed: the mean of H / c over the causal CoT entries.",
     "paper_reenabled": "the published reward as its text describes it: 1 - the mean of H / c.",
 }
+
+
+def page(title: str, body: str) -> str:
+    """A whole self-contained page (no external resources) with the one stylesheet; `body` is already-safe HTML."""
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def legend(context: dict[str, Any] | None = None, rewards: list[str] | tuple[str, ...] = ()) -> str:
@@ -108,11 +123,7 @@ def heatmap_html(
     `prompt`, `answer`, and optionally `rewards` {name: value} and `correct`. `context` names what the page
     shows (model, task, preset, ...)."""
     rewards = list(dict.fromkeys(k for r in rows for k in (r.get("rewards") or {})))
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        legend(context, rewards),
-    ]
+    parts = [f"<h1>{html.escape(title)}</h1>", legend(context, rewards)]
     for r in rows:
         head = f"{r.get('id', '')}"
         wrong = r.get("correct") is False
@@ -139,8 +150,7 @@ def heatmap_html(
                 f"<div class='cot'>{render_cot(sal.reasoning, sal.tokens, sal.scores)}</div></div>"
             )
         parts.append(f"</div><div class='answer'>{html.escape(answer_line(str(r.get('answer', ''))))}</div>")
-    parts.append("</body></html>")
-    return "".join(parts)
+    return page(title, "".join(parts))
 
 
 def answer_line(answer: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .errors import UserError
+from .heatmap import page
 from .io import atomic_write_text
 
 # Keys that describe a run rather than measure it; they never become table rows.
@@ -38,16 +39,6 @@ _NOT_METRICS = {
     "insertion",
 }
 COT_SHARES = ("stop_word_share", "number_share", "symbol_share")
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td.k,th.k{text-align:left;font-family:monospace}
-.up{color:#1a7f37}.down{color:#b42318}.muted{color:#777}
-pre{background:#f7f7f7;padding:.6em;white-space:pre-wrap;word-break:break-word}
-img{max-width:100%;height:auto}.example{border:1px solid #ddd;padding:.5em;margin:.6em 0}
-"""
 
 
 # ----------------------------------------------------------------------------- reading and flattening
@@ -139,17 +130,6 @@ def png(fig: Figure) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
-
-
-def page(title: str, body: str) -> str:
-    from .heatmap import (
-        CSS as HEATMAP_CSS,  # the heatmap classes (.card, .cot, .sink, .scale ...); ours win after
-    )
-
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-        f"<style>{HEATMAP_CSS}{CSS}</style></head><body>{body}</body></html>\n"
-    )
 
 
 def _active(metrics: dict[str, Any], group: str) -> dict[str, Any] | None:
