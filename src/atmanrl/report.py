@@ -241,17 +241,10 @@ def plot_accuracy(runs: list[dict[str, Any]], names: list[str]) -> str:
 
 
 def _group_tables(metrics: dict[str, Any]) -> str:
+    from .evaluate import GROUPS  # the groups `evaluate` writes, in its order
+
     parts = []
-    for group in (
-        "accuracy",
-        "cot_stats",
-        "pass_at_k",
-        "early_answering",
-        "adding_mistakes",
-        "filler",
-        "saliency",
-        "planted",
-    ):
+    for group in GROUPS:
         g = metrics.get(group)
         parts.append(f"<h2>{esc(group)}</h2>")
         if not isinstance(g, dict) or g.get("skipped"):
