@@ -421,7 +421,7 @@ def main(script: TrainScriptArguments, training_args, model_args) -> dict[str, A
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # rich's table, or PlainLog's line, shows the same logs
-    if not live:  # TRL's rich tables of sample completions would fill a log file; they stay in completions/*.parquet
+    if not live:  # TRL's rich sample tables would fill a log file: the samples stay in completions/*.parquet
         trainer.num_completions_to_print = 0
     for fn in reward_funcs:
         if hasattr(fn, "bind"):
