@@ -85,12 +85,7 @@ def learn_matrix(
     n_layers = model.config.get_text_config().num_hidden_layers
     shape = entries.shape if m.layers == "shared" else (n_layers, *entries.shape)
     H = torch.full(shape, float(m.init), device=entries.device, requires_grad=True)
-    if m.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD([H], lr=m.lr, momentum=0.5)
-    elif m.optimizer == "adam":
-        opt = torch.optim.Adam([H], lr=m.lr, betas=tuple(m.betas))
-    else:  # the published optimiser
-        opt = torch.optim.AdamW([H], lr=m.lr, betas=tuple(m.betas), weight_decay=m.weight_decay)
+    opt = m.optimizer_for(H)  # the published one is AdamW
     n_tgt = batch.tgt_valid.sum(-1).clamp(min=1)
     # a sliding-window cache keeps only its window, so a forward's rows would no longer be the absolute positions
     # K - Q .. K - 1 the entries are laid out by: such models run every step on the whole sequence

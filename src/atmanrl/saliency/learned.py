@@ -162,6 +162,14 @@ class Learned(SaliencyMethod):
                 )
         self._graphs: dict[tuple, _StepGraph] = {}  # captured steps by shape (CUDA); not an option
 
+    def optimizer_for(self, param: torch.Tensor) -> torch.optim.Optimizer:
+        """The mask's optimiser (`optimizer`, `lr`, `betas`, `weight_decay`), for the column and matrix forms alike."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD([param], lr=self.lr, momentum=0.5)
+        if self.optimizer == "adam":
+            return torch.optim.Adam([param], lr=self.lr, betas=self.betas)
+        return torch.optim.AdamW([param], lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
     def refine(self, model, encs, scores, pad_id, device):
         if self.verify:
             scores = _verify(self, model, encs, scores, pad_id, device)
@@ -208,12 +216,7 @@ class Learned(SaliencyMethod):
                 self._graphs[key] = entry
             batch, prefix, param, floor, gap = entry.inputs.unpack()
         valid = batch.cot_valid.float()
-        if self.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD([param], lr=self.lr, momentum=0.5)
-        elif self.optimizer == "adam":
-            opt = torch.optim.Adam([param], lr=self.lr, betas=self.betas)
-        else:
-            opt = torch.optim.AdamW([param], lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        opt = self.optimizer_for(param)
         sign = 1.0 if restore else -1.0
 
         def objective_grad(clamp: bool) -> torch.Tensor:
