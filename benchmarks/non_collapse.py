@@ -10,6 +10,9 @@ unmodified log p(A) (the policy's confidence), and the share of zero rewards amo
     atmanrl train recipes/smollm2-135m/arith_outcome.yaml         # the confident policy: outcome-only GRPO
     python benchmarks/non_collapse.py --model runs/smollm2-135m/arith_outcome \\
         --rewards '[{}, {"variant": "salient_fraction", "tau": 0.1, "method_options": {"preset": "v0.1"}}]'
+
+Both readings of the paper's reward on the same mask options are scored once: the printed one (`paper_printed`)
+is derived from the re-enabled one's masks (1 - its value where a rollout was scored), marked `"derived": true`.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def rollouts(model, tok, args) -> list[dict]:
     return rows
 
 
-def check(model, tok, rows: list[dict], task: str, options: dict, level: int) -> dict:
+def score_groups(model, tok, rows: list[dict], task: str, options: dict, level: int) -> dict:
+    """Every group's rewards, which rollouts were scored (got a saliency result), the logged gap and log p(A)."""
     from atmanrl.rewards import get_reward
 
     extra = {"level": level} if task == "arith" else {}
@@ -48,36 +52,57 @@ def check(model, tok, rows: list[dict], task: str, options: dict, level: int) ->
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
     t0, n_traces = time.perf_counter(), 0
-    stds, with_two, zeros, gaps, lps, per_group = [], 0, [], [], [], []
+    out: dict = {"groups": [], "rewards": [], "scored": [], "gaps": [], "lps": []}
     for g in groups.values():
         metrics: dict[str, float] = {}
+        logged: dict[str, list] = {}
         rewards = fn(
             [r["messages"] for r in g],
             [r["completion"] for r in g],
             gold=[r["gold"] for r in g],
             log_metric=lambda k, v, m=metrics: m.__setitem__(k, v),
+            log_extra=lambda k, v, m=logged: m.__setitem__(k, v),
         )
         n_traces += sum(bool(r["correct"]) for r in g)
+        out["groups"].append(g)
+        out["rewards"].append(rewards)
+        out["scored"].append([v is not None for v in logged.get("saliency_gap", [None] * len(g))])
+        if "saliency/gap" in metrics:
+            out["gaps"].append(metrics["saliency/gap"])
+            out["lps"].append(metrics["saliency/answer_logprob"])
+    out["seconds_per_trace"] = (time.perf_counter() - t0) / max(n_traces, 1)
+    return out
+
+
+def printed_from_reenabled(scored: dict) -> dict:
+    """The printed reading of the paper's reward off the same masks: mean Hn = 1 - the re-enabled reading where a
+    rollout was scored, 0 where it was not (what the reward gives an ineligible rollout)."""
+    rewards = [
+        [1.0 - v if s else 0.0 for v, s in zip(rs, ss, strict=True)]
+        for rs, ss in zip(scored["rewards"], scored["scored"], strict=True)
+    ]
+    return {**scored, "rewards": rewards}
+
+
+def summarise(scored: dict, options: dict, rows: list[dict]) -> dict:
+    stds, with_two, zeros = [], 0, []
+    for g, rewards in zip(scored["groups"], scored["rewards"], strict=True):
         stds.append(statistics.pstdev(rewards))
         correct = [v for v, r in zip(rewards, g, strict=True) if r["correct"]]
         with_two += len(correct) >= 2
         zeros += [v == 0 for v in correct]
-        if "saliency/gap" in metrics:
-            gaps.append(metrics["saliency/gap"])
-            lps.append(metrics["saliency/answer_logprob"])
-        per_group.append(rewards)
-    seconds = time.perf_counter() - t0
+    n = len(scored["groups"])
     return {
         "options": options,
-        "groups": len(groups),
+        "groups": n,
         "varying_share": sum(s > 0 for s in stds) / len(stds),
-        "two_correct_share": with_two / len(groups),
+        "two_correct_share": with_two / n,
         "zero_share_correct": sum(zeros) / max(len(zeros), 1),
-        "mean_gap": statistics.fmean(gaps) if gaps else float("nan"),
-        "mean_answer_logprob": statistics.fmean(lps) if lps else float("nan"),
+        "mean_gap": statistics.fmean(scored["gaps"]) if scored["gaps"] else float("nan"),
+        "mean_answer_logprob": statistics.fmean(scored["lps"]) if scored["lps"] else float("nan"),
         "accuracy": sum(bool(r["correct"]) for r in rows) / len(rows),
-        "s_per_scored_trace": seconds / max(n_traces, 1),
-        "rewards": per_group,
+        "s_per_scored_trace": scored["seconds_per_trace"],
+        "rewards": scored["rewards"],
     }
 
 
@@ -117,15 +142,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "| reward | groups varying | groups with >= 2 correct | zero share (correct) | mean gap | mean log p(A) | s/trace |"
     )
     print("|---|---|---|---|---|---|---|")
-    for options in json.loads(args.rewards):
-        r = check(model, tok, rows, args.task, options, args.level)
-        results.append(r)
-        print(
-            f"| {json.dumps(options) if options else 'defaults'} | {r['varying_share']:.2f} | "
-            f"{r['two_correct_share']:.2f} | {r['zero_share_correct']:.2f} | {r['mean_gap']:.2f} | "
-            f"{r['mean_answer_logprob']:.3f} | {r['s_per_scored_trace']:.2f} |",
-            flush=True,
-        )
+    todo = json.loads(args.rewards)
+    for options in todo:
+        if {**options, "variant": "paper_reenabled"} in todo and options.get("variant") == "paper_printed":
+            continue  # derived below from the re-enabled reading's masks: one mask per rollout, two readings
+        scored = score_groups(model, tok, rows, args.task, options, args.level)
+        results.append(summarise(scored, options, rows))
+        printed = {**options, "variant": "paper_printed"}
+        if options.get("variant") == "paper_reenabled" and printed in todo:
+            results.append({**summarise(printed_from_reenabled(scored), printed, rows), "derived": True})
+        for r in results[-2:] if results[-1].get("derived") else results[-1:]:
+            print(
+                f"| {json.dumps(r['options']) if r['options'] else 'defaults'} | {r['varying_share']:.2f} | "
+                f"{r['two_correct_share']:.2f} | {r['zero_share_correct']:.2f} | {r['mean_gap']:.2f} | "
+                f"{r['mean_answer_logprob']:.3f} | {r['s_per_scored_trace']:.2f} |",
+                flush=True,
+            )
     print(f"accuracy of the rollouts: {results[0]['accuracy']:.2f} ({len(rows)} rollouts)")
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
