@@ -102,7 +102,7 @@ def features(model, tok, rows: list[dict], by_id: dict) -> None:
 
 
 def rewards(
-    model, tok, rows: list[dict], saliency_options: dict | None = None, variant: str = "needed_share"
+    model, tok, rows: list[dict], saliency_options: dict | None = None, variant: str | None = None
 ) -> float:
     """Adds outcome, saliency and atmanrl rewards per row; returns seconds per saliency-scored trace.
     `saliency_options`: the saliency reward's mask options (on top of its preset), e.g. another step count;
@@ -127,8 +127,8 @@ def rewards(
                     task=task,
                     model=model,
                     tokenizer=tok,
-                    variant=variant,
                     method_options=saliency_options,
+                    **({"variant": variant} if variant else {}),
                     **extra,
                 ),
             }
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument(
         "--saliency-variant",
-        default="needed_share",
-        help="the saliency reward's variant (default: %(default)s); another one rescores a cache like "
+        default=None,
+        help="the saliency reward's variant (default: the library's); another one rescores a cache like "
         '--saliency-options, e.g. paper_reenabled with \'{"preset": "paper_answer"}\'',
     )
     ap.add_argument("--out", default=None, help="write the results as JSON")
@@ -237,13 +237,13 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = None
     if cache is not None and cache.exists():
         rows = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
-        if options is not None or args.saliency_variant != "needed_share":
+        if options is not None or args.saliency_variant is not None:
             seconds = rewards(model, tok, rows, options, args.saliency_variant)
     else:
         rows, by_id = sample_groups(model, tok, args)
         features(model, tok, rows, by_id)
         seconds = rewards(model, tok, rows, options, args.saliency_variant)
-        if cache is not None and options is None and args.saliency_variant == "needed_share":
+        if cache is not None and options is None and args.saliency_variant is None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
     corr = correlations(rows)

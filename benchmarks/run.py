@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 
 GOALS = {
     "p1_saliency_over_generation": ("<=", 0.5),
+    "p1_derived_over_needed": ("<=", 2.0),
     "p5_loo_over_learned_256": (">=", 5.0),
     "p2_loo_over_learned": (">=", 5.0),
     "p3_step_ratio": ("<=", 1.3),
@@ -76,11 +77,28 @@ def fixed_length_traces(model, tok, n: int, cot_tokens: int, seed: int = 0):
 
 
 def bench_p1(model, tok, quick: bool) -> dict:
-    from atmanrl.saliency import compute_saliency
+    """The default reward's saliency (the reward mask, then the answer-mention pass that `derived_share` adds) on
+    one CPU step's 8 rollouts of 128 CoT tokens, against generating them; and the default over `needed_share`
+    (the mask alone), in the same run."""
+    from atmanrl.data import get_task
+    from atmanrl.saliency import compute_saliency, mention_support
+    from atmanrl.saliency_reward import answer_mentions, value_token_ids
 
     traces, gen = fixed_length_traces(model, tok, 8, 128)
-    sal, _ = timed(compute_saliency, model, tok, traces, "learned", preset="reward")
-    return {"p1_saliency_over_generation": sal / gen, "p1_generation_s": gen, "p1_saliency_s": sal}
+    mask, _ = timed(compute_saliency, model, tok, traces, "learned", preset="reward")
+    task = get_task("arith")
+    ids = value_token_ids(tok, task)  # once per run (the reward keeps it)
+    spans = [answer_mentions(task, t, t.prompt) for t in traces]
+    mentions, _ = timed(mention_support, model, tok, traces, spans, ids)
+    sal = mask + mentions
+    return {
+        "p1_saliency_over_generation": sal / gen,
+        "p1_derived_over_needed": sal / mask,
+        "p1_generation_s": gen,
+        "p1_saliency_s": sal,
+        "p1_mask_s": mask,
+        "p1_mention_pass_s": mentions,
+    }
 
 
 def bench_p2(model, tok, quick: bool) -> dict:

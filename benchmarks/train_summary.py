@@ -13,10 +13,10 @@ import sys
 
 from atmanrl import load_model
 from atmanrl.data import get_task
-from atmanrl.explain import row_to_trace
 from atmanrl.generate import SamplingConfig, accuracy, generate_task
 from atmanrl.rewards import salient_fraction
 from atmanrl.saliency import compute_saliency
+from atmanrl.trace_files import row_to_trace
 
 
 def main(model_path: str, n: int, tau: float = 0.1) -> dict:

@@ -33,11 +33,20 @@ def test_reward_validity_builds_correct_completions_of_every_kind(tokenizer, sha
     # the report split
     extra = reward_validity.build(task, rows, "tune", tokenizer, extra_kinds=True)
     kinds = {r["kind"] for r in extra}
-    assert {"W", "S", "V:hedging", "V:meta", "V:restating"} <= kinds and "V:selfcheck" not in kinds
-    report_kinds = {
-        r["kind"] for r in reward_validity.build(task, report, "report", tokenizer, extra_kinds=True)
-    }
-    assert "V:selfcheck" in report_kinds
+    assert {"W", "S", "V:hedging", "V:meta", "V:restating", "E:stated", "E:guess"} <= kinds
+    assert "V:selfcheck" not in kinds and "E:midway" not in kinds
+    report_records = reward_validity.build(task, report, "report", tokenizer, extra_kinds=True)
+    assert {"V:selfcheck", "E:midway"} <= {r["kind"] for r in report_records}
+    # every early answer states the gold value before L's last line, and keeps all of L's lines
+    for r in extra + report_records:
+        if r["kind"].startswith("E:"):
+            cot = r["completion"].rsplit("\n####", 1)[0]
+            plain = next(
+                x for x in extra + report_records if x["problem"] == r["problem"] and x["kind"] == "L"
+            )
+            last = plain["completion"].rsplit("\n####", 1)[0].split("\n")[-1]
+            assert r["gold"] in cot[: cot.index(last)], r
+            assert all(line in cot for line in plain["completion"].rsplit("\n####", 1)[0].split("\n"))
     for r in extra:
         assert gsm8k.is_correct(gsm8k.parse(r["completion"]).value, r["gold"]), r
     first = {r["kind"]: r["completion"] for r in extra if r["problem"] == extra[0]["problem"]}

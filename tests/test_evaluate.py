@@ -57,7 +57,7 @@ METHOD_KEYS = {
     "aopc_deletion",
     "aopc_insertion",
     "base_logprob",
-    "empty_logprob",
+    "removed_logprob",
     "seconds",
     "config",
     "examples",

@@ -194,13 +194,13 @@ def test_readouts_and_both_reward_readings_on_a_hand_built_H():
         -1.0,
         "learned",
         {"form": "matrix"},
-        extras={"suppressed_logprob": -3.0, "entry_mean": float(mean)},
+        extras={"removed_logprob": -3.0, "entry_mean": float(mean)},
     )
     assert SALIENCY_VARIANTS["paper_printed"](sal) == pytest.approx(0.875)
     assert SALIENCY_VARIANTS["paper_reenabled"](sal) == pytest.approx(0.125)
     assert SALIENCY_VARIANTS["paper"](sal) == SALIENCY_VARIANTS["paper_reenabled"](sal)
     assert "needed_share" not in applicable_variants(sal) and "paper" in applicable_variants(sal)
-    column = Saliency(sal.tokens, [0.5, 0.5], -1.0, "learned", extras={"suppressed_logprob": -3.0})
+    column = Saliency(sal.tokens, [0.5, 0.5], -1.0, "learned", extras={"removed_logprob": -3.0})
     with pytest.raises(UserError, match="paper"):
         SALIENCY_VARIANTS["paper"](column)
 

@@ -21,17 +21,17 @@ GOOD = "Ann has 2 pens. She gets 3 more, so 2 + 3 = 5.\n#### 5"
 
 def test_needed_share_is_zero_below_the_margin_and_the_content_mean_above():
     texts, gates = ["Tom", " has", " 3", ".", " 5"], [0.9, 0.1, 0.8, 0.99, 0.0]
-    drives = fake_saliency(texts, gates, -0.1, {"suppressed_logprob": -5.0})  # gap 4.9 nats
+    drives = fake_saliency(texts, gates, -0.1, {"removed_logprob": -5.0})  # gap 4.9 nats
     assert cot_gap(drives) == pytest.approx(4.9)
     # the "." sink is left out: (0.9 + 0.1 + 0.8 + 0.0) / 4 content tokens
     assert needed_share(drives, margin=1.0) == pytest.approx(1.8 / 4)
-    decorative = fake_saliency(texts, gates, -0.1, {"suppressed_logprob": -0.6})  # the answer needs no CoT
+    decorative = fake_saliency(texts, gates, -0.1, {"removed_logprob": -0.6})  # the answer needs no CoT
     assert needed_share(decorative, margin=1.0) == 0.0
     assert needed_share(decorative, margin=0.4) > 0.0
 
 
 def test_needed_share_refuses_scores_that_are_not_gates(tokenizer):
-    sal = fake_saliency(["a"], [3.0], -0.1, {"suppressed_logprob": -5.0})
+    sal = fake_saliency(["a"], [3.0], -0.1, {"removed_logprob": -5.0})
     sal.method = "leave_one_out"
     with pytest.raises(UserError, match="learned"):
         needed_share(sal)
@@ -186,6 +186,20 @@ def test_load_bearing_cot_beats_a_decorative_one_on_the_real_model(real_model, s
         lv, dv = fn([q, hinted], [load_bearing, decorative], gold=[gold, gold])
         assert lv > dv, (lv, dv, load_bearing)
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("early", ["Answer first: {n}. Now the work.", "I am confident it is {n}."])
+def test_a_cot_that_derives_its_answer_beats_one_that_states_it_first(real_model, shared_data, early):
+    """E: the same rationale with the answer stated before it (two wordings that no benchmark pool uses). The default
+    reward must pay the derivation more on each pair (measured on 30 in benchmarks/reward_validity.py)."""
+    model, tok = real_model
+    fn = get_reward("saliency", task="gsm8k", model=model, tokenizer=tok)
+    assert fn.variant == "derived_share"
+    for q, _, load_bearing, _, gold in _gsm8k_pairs(shared_data, 3):
+        stated_first = early.format(n=gold) + "\n" + load_bearing
+        lv, ev = fn([q, q], [load_bearing, stated_first], gold=[gold, gold])
+        assert lv > ev, (lv, ev, stated_first)
 
 
 @pytest.mark.slow

@@ -260,7 +260,7 @@ def test_verify_only_lowers_scores_by_the_leave_one_out_share(tokenizer):
     checked = compute_saliency(model, tokenizer, TRACES, "learned", steps=4, verify=0.5)
     loo = compute_saliency(model, tokenizer, TRACES, "leave_one_out")
     for p, c, lo in zip(plain, checked, loo, strict=True):
-        gap = max(p.answer_logprob - p.extras["suppressed_logprob"], 0.1)
+        gap = max(p.answer_logprob - p.extras["removed_logprob"], 0.1)
         for sp, sc, drop in zip(p.scores, c.scores, lo.scores, strict=True):
             share = min(max(drop / gap, 0.0), 1.0)
             assert sc == pytest.approx(sp * min(1.0, share / 0.5), abs=1e-4)

@@ -35,13 +35,9 @@ def test_concentration_extremes():
 
 def test_cot_reliance_clips():
     fn = SALIENCY_VARIANTS["cot_reliance"]
-    assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": -6.0}), scale=5.0) == pytest.approx(
-        1.0
-    )
-    assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": -3.5}), scale=5.0) == pytest.approx(
-        0.5
-    )
-    assert fn(fake_saliency(["a"], [1.0], -1.0, {"suppressed_logprob": 0.0}), scale=5.0) == 0.0
+    assert fn(fake_saliency(["a"], [1.0], -1.0, {"removed_logprob": -6.0}), scale=5.0) == pytest.approx(1.0)
+    assert fn(fake_saliency(["a"], [1.0], -1.0, {"removed_logprob": -3.5}), scale=5.0) == pytest.approx(0.5)
+    assert fn(fake_saliency(["a"], [1.0], -1.0, {"removed_logprob": 0.0}), scale=5.0) == 0.0
 
 
 def test_unknown_variant_and_method_list_valid_names():
@@ -115,7 +111,7 @@ def test_grad_mode_is_restored(policy, tokenizer):
         assert not torch.is_grad_enabled()
 
 
-def test_saliency_reports_the_suppressed_logprob_for_cot_reliance(policy, tokenizer):
+def test_saliency_reports_the_removed_logprob_for_cot_reliance(policy, tokenizer):
     from atmanrl.generate import render_prompt
     from atmanrl.saliency import Trace, compute_saliency
 
@@ -123,7 +119,7 @@ def test_saliency_reports_the_suppressed_logprob_for_cot_reliance(policy, tokeni
         render_prompt(tokenizer, PROMPT), "Ann has 2 pens. She gets 3 more, so 2 + 3 = 5.", "\n#### 5", (6, 7)
     )
     [sal] = compute_saliency(policy, tokenizer, [trace], "attention_gradient")
-    sup = sal.extras["suppressed_logprob"]
+    sup = sal.extras["removed_logprob"]
     assert math.isfinite(sup) and sup != pytest.approx(sal.answer_logprob, abs=1e-6)
     gap = sal.answer_logprob - sup
     for scale in (1e-3, 5.0, 1e3):  # the clip, and the linear part in between

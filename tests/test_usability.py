@@ -212,7 +212,7 @@ def _sal(method="learned", config=None):
         config or {},
         0.25,
         "3 + 4",
-        {"suppressed_logprob": -3.0},
+        {"removed_logprob": -3.0},
     )
 
 

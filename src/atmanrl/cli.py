@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from .defaults import SaliencyRewardConfig
 from .errors import UserError
 from .options import (
     DEFAULT_METHODS,
@@ -135,9 +136,9 @@ def _methods(arg: str) -> list[str]:
 def cmd_saliency(args: SaliencyCommand) -> int:
     from pathlib import Path
 
-    from .explain import score_file, to_json
     from .heatmap import write_heatmap
     from .io import check_writable, write_jsonl
+    from .trace_files import score_file, to_json
 
     methods = _methods(args.methods)
     if not Path(args.input).is_file():  # before the model loads: a typo should cost seconds, not minutes
@@ -165,8 +166,9 @@ def cmd_saliency(args: SaliencyCommand) -> int:
     secs = ", ".join(f"{m} {sum(r['saliency'][m].seconds for r in rows) / len(rows):.2f}s" for m in methods)
     reward = ""
     if "learned" in methods:  # the default reward, as GRPO would see it (correctness gating aside)
-        mean = sum(r["rewards"]["needed_share"] for r in rows) / len(rows)
-        reward = f"needed_share(margin={args.margin})={mean:.4f} "
+        name = SaliencyRewardConfig.variant
+        mean = sum(r["rewards"][name] for r in rows) / len(rows)
+        reward = f"{name}(margin={args.margin})={mean:.4f} "
     print(
         f"scored={len(rows)} skipped={len(errors)} methods={','.join(methods)} {reward}seconds/trace: {secs} "
         f"output={args.output}" + (f" html={args.html}" if args.html else "")
@@ -187,10 +189,10 @@ def _page_context(args, task: str) -> dict[str, str]:
 
 
 def cmd_explain(args: ExplainCommand) -> int:
-    from .explain import row_to_trace, score_traces, to_json
     from .generate import SamplingConfig, accuracy, generate_task
     from .heatmap import write_heatmap
     from .io import check_writable, write_jsonl
+    from .trace_files import row_to_trace, score_traces, to_json
 
     methods = _methods(args.methods)
     check_writable(args.html)
@@ -203,7 +205,8 @@ def cmd_explain(args: ExplainCommand) -> int:
             f"none of the {len(gens)} completions has a parseable answer and a CoT: try more --limit"
         )
     traces = [row_to_trace(g, tok, task) for g in usable]
-    scored = score_traces(model, tok, traces, methods, **args.scoring())
+    questions = [g["prompt"] for g in usable]
+    scored = score_traces(model, tok, traces, methods, task=task, questions=questions, **args.scoring())
     rows = [g | s for g, s in zip(usable, scored, strict=True)]
     preset = args.preset or "default (chained attribution)"
     write_heatmap(

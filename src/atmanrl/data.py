@@ -72,6 +72,9 @@ class Skipped(Counter):
 _NUM = r"-?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _HASH_RE = re.compile(r"####\s*(?P<v>" + _NUM + r")")
 _BOXED_RE = re.compile(r"\\boxed\{\s*(?P<v>" + _NUM + r")\s*\}")
+# a number in running text, not part of a longer token ("x2", "3rd" and "v1.5" are no mentions of 2, 3, 1.5)
+_MENTION_RE = re.compile(r"(?<![\w.])\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w]|\.\d)")
+_NUMBER_TOKEN_RE = re.compile(r"\s?\$?\s?\d[\d,.]*|\s?\$")
 _LETTER_RE = re.compile(r"answer\s*(?:is)?\s*[:：]\s*\(?(?P<v>[A-Da-d])\b\)?", re.IGNORECASE)
 
 
@@ -220,6 +223,21 @@ class Task:
         """The well-formed final answer line, as the prompt asks for it."""
         return f"#### {gold}"
 
+    def mentions(self, text: str, value: str) -> list[tuple[int, int]]:
+        """Character spans in `text` that state the answer `value` (the `derived_share` reward looks for the
+        first place a CoT states its answer): every number equal to it, however written (1,000 / $5 / 7.0)."""
+        out = []
+        for m in _MENTION_RE.finditer(text):
+            if self.is_correct(normalize_number(m.group()), value):
+                out.append(m.span())
+        return out
+
+    def is_value_token(self, text: str) -> bool:
+        """Can a token with this text begin an answer value (a number)? The `derived_share` reward takes out what
+        the CoT does for the whole class ("The answer is" makes some number likely) to see what it does for one
+        value."""
+        return bool(_NUMBER_TOKEN_RE.fullmatch(text))
+
     def load(
         self,
         data_dir: str | Path | None = None,
@@ -355,6 +373,21 @@ class MMLU(Task):
 
     def format_answer(self, gold: str) -> str:
         return f"Answer: {gold}"
+
+    def mentions(self, text: str, value: str) -> list[tuple[int, int]]:
+        """The answer letter where it names an option: "(B)", "B)", "option B", "answer is B", "B." ending a
+        sentence; a bare capital would also match the article "A" and initials."""
+        v = re.escape(value.strip().upper())
+        rx = re.compile(
+            rf"\(({v})\)|(?<![\w])({v})\)|(?:option|choice|answer(?: is)?|letter)\s*:?\s*({v})(?![\w])"
+            rf"|(?<![\w])({v})(?=\.\s*$|\.\s*\n)",
+            re.IGNORECASE,
+        )
+        return [m.span(next(g for g in range(1, 5) if m.group(g))) for m in rx.finditer(text)]
+
+    def is_value_token(self, text: str) -> bool:
+        """An option letter, with or without its parenthesis."""
+        return bool(re.fullmatch(r"\s?\(?[A-Da-d]\)?", text))
 
     def rows(self, data_dir, split, seed, limit, skipped):
         if data_dir is None:

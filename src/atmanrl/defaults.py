@@ -66,9 +66,10 @@ class SaliencyRewardConfig:
     """
 
     variant: str = field(
-        default="needed_share",
+        default="derived_share",
         metadata={
-            "help": "needed_share (atmanrl's), paper (the published reward, docs/paper.md), paper_printed, "
+            "help": "derived_share (atmanrl's: needed_share, less for a CoT that states its answer before deriving "
+            "it), needed_share (atmanrl 0.2-0.5's), paper (the published reward, docs/paper.md), paper_printed, "
             "paper_reenabled, salient_fraction, cot_reliance or concentration"
         },
     )
@@ -89,7 +90,23 @@ class SaliencyRewardConfig:
     )
     margin: float = field(
         default=1.0,
-        metadata={"help": "needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"},
+        metadata={
+            "help": "derived_share, needed_share: the CoT must raise log p(answer) by this many nats, else reward 0"
+        },
+    )
+    support_margin: float = field(
+        default=1.0,
+        metadata={
+            "help": "derived_share: the least support (nats) a CoT's first statement of its answer is compared "
+            "with (the last statement's support, or this when that is smaller)"
+        },
+    )
+    derived_support: float = field(
+        default=3.0,
+        metadata={
+            "help": "derived_share: a first statement of the answer with this much support (nats) from the CoT "
+            "before it counts as derived, whatever comes later"
+        },
     )
     correct_only: bool = field(default=True, metadata={"help": "saliency reward for correct rollouts only"})
     min_reasoning_tokens: int = field(default=5, metadata={"help": "shorter CoTs get saliency 0"})
@@ -108,6 +125,8 @@ VARIANT_PARAMS = (
     "tau",
     "scale",
     "margin",
+    "support_margin",
+    "derived_support",
 )  # what the variants read; flags of the saliency and explain commands
 
 

@@ -464,7 +464,7 @@ def summarize_curves(curves: list[dict[str, list[float]]], ks) -> dict[str, Any]
             "aopc_deletion": None,
             "aopc_insertion": None,
             "base_logprob": None,
-            "empty_logprob": None,
+            "removed_logprob": None,
         }
     n = len(curves)
 
@@ -480,7 +480,7 @@ def summarize_curves(curves: list[dict[str, list[float]]], ks) -> dict[str, Any]
         "aopc_deletion": sum(drop) / len(drop),
         "aopc_insertion": sum(gain) / len(gain),
         "base_logprob": mean_curve("deletion")[0],
-        "empty_logprob": mean_curve("insertion")[0],
+        "removed_logprob": mean_curve("insertion")[0],
     }
 
 

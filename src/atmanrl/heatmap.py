@@ -41,9 +41,11 @@ dl.defs dd:after{content:"";display:block}
 
 # What every page prints under "rewards": one line each (docs/saliency.md and docs/paper.md have the studies)
 REWARD_DEFINITIONS = {
-    "needed_share": "atmanrl's default reward: the share of content CoT tokens the answer needs (the mean of the "
-    "reward mask's gates), 0 when the CoT raises log p(answer) by less than the margin. Training gives it to "
-    "correct rollouts only.",
+    "derived_share": "atmanrl's default reward: needed_share, times 1 - (the share of the CoT written after it first "
+    "states its answer, when that statement was not derived from the CoT before it). Training gives it to correct "
+    "rollouts only.",
+    "needed_share": "the share of content CoT tokens the answer needs (the mean of the reward mask's gates), 0 when "
+    "the CoT raises log p(answer) by less than the margin (atmanrl 0.2-0.5's default).",
     "salient_fraction": "share of content CoT tokens whose score exceeds tau.",
     "cot_reliance": "how much the CoT raises log p(answer): clip(gap / scale, 0, 1).",
     "concentration": "1 - normalised entropy of the scores: 1 when one token carries everything.",
@@ -119,7 +121,7 @@ def render_cot(reasoning: str, tokens: list[Token] | list[dict[str, Any]], score
 def heatmap_html(
     rows: list[dict[str, Any]], title: str = "atmanrl saliency", context: dict[str, Any] | None = None
 ) -> str:
-    """One page. Each row: `saliency` {method: Saliency} (as `explain.score_traces` gives them), `id`,
+    """One page. Each row: `saliency` {method: Saliency} (as `trace_files.score_traces` gives them), `id`,
     `prompt`, `answer`, and optionally `rewards` {name: value} and `correct`. `context` names what the page
     shows (model, task, preset, ...)."""
     rewards = list(dict.fromkeys(k for r in rows for k in (r.get("rewards") or {})))

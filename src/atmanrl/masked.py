@@ -417,11 +417,13 @@ def masked_forward(
     implementation: str | None = None,
     inputs_embeds: torch.Tensor | None = None,
     output_attentions: bool = False,
+    per_target: bool = False,
 ) -> tuple[torch.Tensor, Any]:
     """(log p(target) per row, the model output): `masked_logprob` plus the output, e.g. its attentions.
 
     With `use_cache` only the columns after the split are run, on a fresh cache built from `prefix` (fresh every
     call: the cache grows in place, and the prefix must stay the same for every optimisation step).
+    `per_target`: the log-prob of each target token, (B, M) (0 at padding), instead of their sum.
     """
     P = batch.P if use_cache else 0
     kwargs: dict[str, Any] = dict(attention_mask=batch.attention_mask, position_ids=batch.position_ids[:, P:])
@@ -455,8 +457,8 @@ def masked_forward(
         torch.arange(rows.shape[0], device=rows.device)[:, None], torch.searchsorted(keep, rows)
     ]
     lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.tgt_ids[..., None])[..., 0]
-    lp = (lp * batch.tgt_valid).sum(-1)
-    return lp, out
+    lp = lp * batch.tgt_valid
+    return (lp if per_target else lp.sum(-1)), out
 
 
 def variants_logprob(

@@ -195,9 +195,11 @@ class SaliencyOptions:
     tau: float = reward_option("tau")
     scale: float = reward_option("scale")
     margin: float = reward_option("margin")
+    support_margin: float = reward_option("support_margin")
+    derived_support: float = reward_option("derived_support")
 
     def scoring(self) -> dict[str, Any]:
-        """The options `explain.score_traces` takes, by its names."""
+        """The options `trace_files.score_traces` takes, by its names."""
         return dict(
             scope=self.scope,
             steps=self.saliency_steps,

@@ -9,7 +9,8 @@ always means "important" (removing the token lowers log p(A)). Methods are built
 `masked.py` (log p(target) under a key mask, over a cached prefix): a new method subclasses `SaliencyMethod`,
 implements `scores(model, batch: MaskedBatch, prefix, base_lp, removed_lp)` and registers with `@register`.
 
-Layout: `base.py` (registry, `SaliencyMethod`, `score_encoded`), `result.py` (`Saliency`), one module per method
+Layout: `base.py` (registry, `SaliencyMethod`, `score_encoded`), `result.py` (`Saliency`), `derivation.py` (where a
+CoT states its answer and whether it derives it: `mention_support`), one module per method
 family (`learned.py`, `perturbation.py`, `gradient.py`); this module builds methods and scores traces.
 """
 
@@ -37,7 +38,17 @@ from ..masked import (  # noqa: F401  (Trace, Token, content_mask, encode and fr
     masked_logprob,
     prefix_cache,
 )
-from .base import METHODS, SaliencyMethod, Scored, get_method, register, score_encoded  # noqa: F401
+from .base import (  # noqa: F401
+    METHODS,
+    SaliencyMethod,
+    Scored,
+    base_and_removed_logprob,
+    get_method,
+    plan_batches,
+    register,
+    score_encoded,
+)
+from .derivation import MentionSupport, mention_support  # noqa: F401
 from .gradient import Attention, AttentionGradient, GradXInput, Random  # noqa: F401
 from .learned import Learned  # noqa: F401
 from .perturbation import AtMan, LeaveOneOut  # noqa: F401
@@ -94,35 +105,6 @@ def make_method(method: str, preset: str | None = None, **config) -> SaliencyMet
     return m
 
 
-def plan_batches(
-    lengths: list[int], batch_size: int | None = 8, token_budget: int | None = None
-) -> list[list[int]]:
-    """Indices of the traces in each forward batch.
-
-    Without `token_budget`: consecutive groups of `batch_size`. With it: traces sorted by length (longest first,
-    so little padding), each batch as large as `batch size x longest sequence <= token_budget` allows, and at most
-    `batch_size` traces (None: no cap). A trace longer than the budget gets a batch of its own.
-    """
-    n = len(lengths)
-    if token_budget is None:
-        step = batch_size or max(n, 1)
-        return [list(range(lo, min(lo + step, n))) for lo in range(0, n, step)]
-    order = sorted(range(n), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        cur = batches[-1] if batches else None
-        # longest first: the batch's first trace is its longest
-        if (
-            cur
-            and (len(cur) + 1) * lengths[cur[0]] <= token_budget
-            and (batch_size is None or len(cur) < batch_size)
-        ):
-            cur.append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
 def compute_saliency(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -156,7 +138,7 @@ def compute_saliency(
         for idx in plan_batches([len(e.ids) for e in encoded], batch_size, token_budget):
             t0 = time.perf_counter()
             encs = [encoded[i] for i in idx]
-            scores, base_lp, empty_lp, extras = score_encoded(m, model, encs, pad_id, device)
+            scores, base_lp, removed_lp, extras = score_encoded(m, model, encs, pad_id, device)
             scores = m.refine(model, encs, scores, pad_id, device)
             if not torch.isfinite(scores).all():
                 log.warning(
@@ -176,6 +158,6 @@ def compute_saliency(
                     asdict(m),
                     seconds,
                     t.reasoning,
-                    {"suppressed_logprob": float(empty_lp[b]), **{k: float(v[b]) for k, v in extras.items()}},
+                    {"removed_logprob": float(removed_lp[b]), **{k: float(v[b]) for k, v in extras.items()}},
                 )
     return [r for r in results if r is not None]

@@ -66,6 +66,35 @@ class SaliencyMethod:
         return scores
 
 
+def plan_batches(
+    lengths: list[int], batch_size: int | None = 8, token_budget: int | None = None
+) -> list[list[int]]:
+    """Indices of the traces in each forward batch.
+
+    Without `token_budget`: consecutive groups of `batch_size`. With it: traces sorted by length (longest first,
+    so little padding), each batch as large as `batch size x longest sequence <= token_budget` allows, and at most
+    `batch_size` traces (None: no cap). A trace longer than the budget gets a batch of its own.
+    """
+    n = len(lengths)
+    if token_budget is None:
+        step = batch_size or max(n, 1)
+        return [list(range(lo, min(lo + step, n))) for lo in range(0, n, step)]
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        cur = batches[-1] if batches else None
+        # longest first: the batch's first trace is its longest
+        if (
+            cur
+            and (len(cur) + 1) * lengths[cur[0]] <= token_budget
+            and (batch_size is None or len(cur) < batch_size)
+        ):
+            cur.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 class Scored(NamedTuple):
     """What `score_encoded` returns for one batch; `extras` holds a method's per-trace read-outs, (B,) each."""
 
@@ -73,6 +102,19 @@ class Scored(NamedTuple):
     base_lp: torch.Tensor  # log p(A)
     removed_lp: torch.Tensor  # log p(A | CoT removed)
     extras: dict[str, torch.Tensor]
+
+
+def base_and_removed_logprob(
+    model: PreTrainedModel, batch: MaskedBatch, prefix: Prefix, use_cache: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(target), log p(target | every CoT token removed from the scope's rows)), (B,) each, no grad."""
+    with torch.no_grad():
+        base_lp = masked_logprob(model, batch, prefix, None, use_cache=use_cache)
+        removed = torch.full(
+            batch.cot_valid.shape, torch.finfo(model.dtype).min, device=batch.input_ids.device
+        )
+        removed_lp = masked_logprob(model, batch, prefix, batch.spread(removed), use_cache=use_cache)
+    return base_lp, removed_lp
 
 
 def score_encoded(
@@ -87,14 +129,12 @@ def score_encoded(
             if m.use_cache
             else None
         )
-        base_lp = masked_logprob(model, batch, prefix, None, use_cache=m.use_cache)
-        removed = torch.full(batch.cot_valid.shape, torch.finfo(model.dtype).min, device=device)
-        empty_lp = masked_logprob(model, batch, prefix, batch.spread(removed), use_cache=m.use_cache)
-    out = m.scores(model, batch, prefix, base_lp, empty_lp)
+        base_lp, removed_lp = base_and_removed_logprob(model, batch, prefix, m.use_cache)
+    out = m.scores(model, batch, prefix, base_lp, removed_lp)
     scores, extras = out if isinstance(out, tuple) else (out, {})
     return Scored(
         scores.detach().float().cpu(),
         base_lp,
-        empty_lp,
+        removed_lp,
         {k: v.detach().float().cpu() for k, v in extras.items()},
     )

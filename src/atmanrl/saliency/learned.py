@@ -34,7 +34,7 @@ from .perturbation import LeaveOneOut
 class Learned(SaliencyMethod):
     """AtManRL: learn one mask parameter per CoT token so that the answer's log-prob is restored.
 
-    restore (default): minimise  -min(r(mask), target) + lam * penalty(g), r = the restored share of the gap
+    restore (default): minimise  -min(r(mask), restore_cap) + lam * penalty(g), r = the restored share of the gap
         r = (log p(A | mask) - log p(A | CoT removed)) / (log p(A | x, R) - log p(A | CoT removed))
         (normalize="gap"; normalize="none" uses -log p(A | mask), the absolute loss of atmanrl 0.1). With the gap,
         lam means the same thing on confident and unsure traces: a token stays open when its share of the gap
@@ -72,7 +72,7 @@ class Learned(SaliencyMethod):
     optimizer: str = "sgd"
     # restore objective: no credit for restoring more than this share of the gap, so once the kept tokens carry
     # it, every further token only costs -- redundant copies and filler close (a minimal sufficient subset).
-    target: float = 0.9
+    restore_cap: float = 0.9
     # warm start: shift each gate's start by its first gradient (scaled per trace to at most +-warm_start logits).
     # With adam every gate then moves by about the same steps, so tokens that close keep the gradient's order.
     warm_start: float = 0.0
@@ -187,14 +187,14 @@ class Learned(SaliencyMethod):
         param = torch.full(
             batch.cot_valid.shape, float(start), device=batch.input_ids.device, requires_grad=True
         )
-        floor = gap = None
+        removed = gap = None
         if self.normalize == "gap":
             if removed_lp is None:
                 raise UserError(
                     "learned: normalize='gap' needs the removed log-prob (compute_saliency passes it)"
                 )
-            floor = removed_lp.detach().float()
-            gap = (base_lp.detach().float() - floor).clamp(min=self.min_gap)
+            removed = removed_lp.detach().float()
+            gap = (base_lp.detach().float() - removed).clamp(min=self.min_gap)
         if self.use_cache and self.steps:
             prefix = writable_prefix(
                 prefix, batch
@@ -204,23 +204,25 @@ class Learned(SaliencyMethod):
         if graph:
             # A step graph reads fixed storage: the batch, prefix and parameter live in buffers kept with the
             # graph, and a later batch of the same shapes copies itself in and replays it (no warm-up, no capture).
-            key = _graph_key(model, batch, prefix, floor is not None)
+            key = _graph_key(model, batch, prefix, removed is not None)
             entry = self._graphs.get(key)
             if entry is not None and entry.model() is model:
-                entry.inputs.load(batch, prefix, param, floor, gap)
+                entry.inputs.load(batch, prefix, param, removed, gap)
             else:
-                entry = _StepGraph(weakref.ref(model), _StepInputs.copy_of(batch, prefix, param, floor, gap))
+                entry = _StepGraph(
+                    weakref.ref(model), _StepInputs.copy_of(batch, prefix, param, removed, gap)
+                )
                 self._graphs.pop(key, None)
                 while len(self._graphs) >= GRAPHS_KEPT:  # each holds its buffers and its graph's memory
                     self._graphs.pop(next(iter(self._graphs)))
                 self._graphs[key] = entry
-            batch, prefix, param, floor, gap = entry.inputs.unpack()
+            batch, prefix, param, removed, gap = entry.inputs.unpack()
         valid = batch.cot_valid.float()
         opt = self.optimizer_for(param)
         sign = 1.0 if restore else -1.0
 
         def objective_grad(clamp: bool) -> torch.Tensor:
-            # every tensor read here belongs to `batch`, `prefix`, `param`, `floor` or `gap`: a captured step
+            # every tensor read here belongs to `batch`, `prefix`, `param`, `removed` or `gap`: a captured step
             # replays on exactly those buffers, so nothing made outside may be closed over
             valid = batch.cot_valid.float()
             n_valid = valid.sum(-1).clamp(min=1)
@@ -233,9 +235,9 @@ class Learned(SaliencyMethod):
                 else:
                     g, values = torch.exp(param.clamp(max=0)), param
                 lp = masked_logprob(model, batch, prefix, batch.spread(values), use_cache=self.use_cache)
-                r = (lp - floor) / gap if self.normalize == "gap" else lp
+                r = (lp - removed) / gap if self.normalize == "gap" else lp
                 if clamp:
-                    r = r.clamp(max=self.target)
+                    r = r.clamp(max=self.restore_cap)
                 kept = ((g if restore else 1 - g) * valid).sum(-1)
                 reg = kept / n_valid if self.penalty == "mean" else kept
                 loss = (-sign * r + self.lam * reg).sum()  # summed: traces in a batch never interact
@@ -286,21 +288,21 @@ class _StepInputs:
     batch: MaskedBatch
     prefix: Prefix
     param: torch.Tensor
-    floor: torch.Tensor | None
+    removed: torch.Tensor | None
     gap: torch.Tensor | None
 
     @classmethod
-    def copy_of(cls, batch, prefix, param, floor, gap) -> _StepInputs:
+    def copy_of(cls, batch, prefix, param, removed, gap) -> _StepInputs:
         def own(t):
             return None if t is None else t.detach().clone()
 
         fields_ = {f.name: getattr(batch, f.name) for f in fields(batch)}
         batch = MaskedBatch(**{k: own(v) if isinstance(v, torch.Tensor) else v for k, v in fields_.items()})
         prefix = None if prefix is None else [(own(k), own(v)) for k, v in prefix]
-        return cls(batch, prefix, param.detach().clone().requires_grad_(True), own(floor), own(gap))
+        return cls(batch, prefix, param.detach().clone().requires_grad_(True), own(removed), own(gap))
 
     @torch.no_grad()
-    def load(self, batch, prefix, param, floor, gap) -> None:
+    def load(self, batch, prefix, param, removed, gap) -> None:
         for f in fields(batch):
             if isinstance(getattr(batch, f.name), torch.Tensor):
                 getattr(self.batch, f.name).copy_(getattr(batch, f.name))
@@ -308,12 +310,12 @@ class _StepInputs:
             k0.copy_(k)
             v0.copy_(v)
         self.param.copy_(param)
-        for mine, new in ((self.floor, floor), (self.gap, gap)):
+        for mine, new in ((self.removed, removed), (self.gap, gap)):
             if mine is not None:
                 mine.copy_(new)
 
     def unpack(self):
-        return self.batch, self.prefix, self.param, self.floor, self.gap
+        return self.batch, self.prefix, self.param, self.removed, self.gap
 
 
 @dataclass

@@ -22,7 +22,8 @@ class Saliency:
     config: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # wall time per trace (a batch's time divided by its size)
     reasoning: str = ""
-    # suppressed_logprob: log p(target) with every CoT token removed from attention (the cot_reliance baseline)
+    # removed_logprob: log p(target) with every CoT token removed from attention (the gap's baseline); one name for
+    # it everywhere (tensors: removed_lp)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -35,7 +36,10 @@ class Saliency:
     def from_dict(cls, d: dict[str, Any]) -> Saliency:
         # tokens as objects, or as [text, start, end] lists (files written by atmanrl 0.3 and earlier)
         tokens = [Token(**t) if isinstance(t, dict) else Token(*t) for t in d["tokens"]]
-        return cls(**{**d, "tokens": tokens})
+        extras = dict(d.get("extras") or {})
+        if "suppressed_logprob" in extras:  # its name before atmanrl 0.6
+            extras["removed_logprob"] = extras.pop("suppressed_logprob")
+        return cls(**{**d, "tokens": tokens, "extras": extras})
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from .data import Parsed, Task, get_task, parse_letter, parse_math
-from .defaults import SaliencyRewardConfig
+from .defaults import VARIANT_PARAMS, SaliencyRewardConfig
 from .errors import UserError
 from .generate import render_prompt
 from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
-from .rewards import applicable_variants, cot_gap
 from .saliency import Saliency, Trace, compute_saliency, get_method, method_options
+from .saliency_reward import add_mention_support, answer_mentions, value_token_ids
+from .saliency_variants import applicable_variants, cot_gap
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,18 @@ def score_traces(
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
-    tau: float = SaliencyRewardConfig.tau,
-    margin: float = SaliencyRewardConfig.margin,
-    scale: float = SaliencyRewardConfig.scale,
     preset: str | None = None,
+    task: Task | None = None,
+    questions: list[str] | None = None,
+    **variant_params: float,
 ) -> list[dict[str, Any]]:
-    """Per trace: {"saliency": {method: Saliency}, "rewards": {variant: value}} (rewards when `learned` ran)."""
+    """Per trace: {"saliency": {method: Saliency}, "rewards": {variant: value}} (rewards when `learned` ran).
+    `variant_params`: the reward variants' parameters (`VARIANT_PARAMS`; unset: `SaliencyRewardConfig`'s).
+    `task` (else told from each answer: a number or a letter) and `questions` (else the rendered prompts) tell
+    where a CoT states its answer, for `derived_share`."""
+    unknown = sorted(set(variant_params) - set(VARIANT_PARAMS))
+    if unknown:
+        raise UserError(f"score_traces: no reward parameter {unknown}; valid: {', '.join(VARIANT_PARAMS)}")
     for m in methods:
         get_method(m)  # unknown names fail before any work
     out: list[dict[str, Any]] = [{"saliency": {}} for _ in traces]
@@ -116,10 +123,35 @@ def score_traces(
             reward_sals = compute_saliency(model, tokenizer, traces, "learned", batch_size=batch_size, **opts)
             advance(len(traces))
     if reward_sals:
-        kw = {"tau": tau, "margin": margin, "scale": scale}
+        _add_mentions(model, tokenizer, traces, reward_sals, task, questions)
+        kw = {k: variant_params.get(k, getattr(SaliencyRewardConfig, k)) for k in VARIANT_PARAMS}
         for row, sal in zip(out, reward_sals, strict=True):
             row["rewards"] = {name: float(fn(sal, **kw)) for name, fn in applicable_variants(sal).items()}
     return out
+
+
+def _add_mentions(model, tokenizer, traces: list[Trace], sals: list[Saliency], task, questions) -> None:
+    """The answer mentions' support, as the reward measures it (`derived_share` reads it)."""
+    numeric, letter = get_task("gsm8k"), get_task("mmlu")
+    tasks = [task or (numeric if parse_math(f"#### {_value(t)}").value else letter) for t in traces]
+    spans = [
+        answer_mentions(k, t, q)
+        for k, t, q in zip(tasks, traces, questions or [t.prompt for t in traces], strict=True)
+    ]
+    for k in dict.fromkeys(tasks):  # one pass per kind of value
+        idx = [i for i, x in enumerate(tasks) if x is k]
+        add_mention_support(
+            model,
+            tokenizer,
+            [traces[i] for i in idx],
+            [sals[i] for i in idx],
+            [spans[i] for i in idx],
+            value_token_ids(tokenizer, k),
+        )
+
+
+def _value(trace: Trace) -> str:
+    return trace.answer[slice(*trace.target)] if trace.target else trace.answer
 
 
 def to_json(scored: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +189,8 @@ def score_file(
         log.warning("skipped %s", e)
     if not traces:
         return [], errors
-    scored = score_traces(model, tokenizer, traces, methods, **kw)
+    questions = [row["prompt"] for row in rows]
+    scored = score_traces(model, tokenizer, traces, methods, task=task_obj, questions=questions, **kw)
     # an input row's own rewards (a file written by `explain`) must never stand in for this run's
     return [
         {k: v for k, v in row.items() if k != "rewards"} | s for row, s in zip(rows, scored, strict=True)
