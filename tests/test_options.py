@@ -125,4 +125,10 @@ def test_a_recipes_saliency_keys_reach_the_reward(tmp_path):
     script, args, _ = parse_recipe("smollm2-135m/arith_atmanrl.yaml", overrides)
     fn = build_rewards(script, args.reward_weights)[-1]
     assert (fn.config.scale, fn.config.variant, fn.config.margin) == (2.5, "cot_reliance", 3.0)
-    assert fn.variant_kw == {"tau": 0.5, "scale": 2.5, "margin": 3.0}
+    assert fn.variant_kw == {
+        "tau": 0.5,
+        "scale": 2.5,
+        "margin": 3.0,
+        "support_margin": 1.0,
+        "derived_support": 3.0,
+    }

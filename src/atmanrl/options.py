@@ -166,8 +166,12 @@ def reward_option(name: str) -> Any:
     return option(f.default, f"{f.metadata['help']} (default: %(default)s)", group="saliency")
 
 
+# the reward variants' parameters as flags: declared once, in SaliencyRewardConfig (VARIANT_PARAMS names them)
+VariantFlags = make_dataclass("VariantFlags", [(name, float, reward_option(name)) for name in VARIANT_PARAMS])
+
+
 @dataclass
-class SaliencyOptions:
+class SaliencyOptions(VariantFlags):
     methods: str = option(
         DEFAULT_METHODS,
         "comma-separated: learned, atman, leave_one_out, attention_gradient, grad_x_input, attention, random "
@@ -191,12 +195,6 @@ class SaliencyOptions:
         group="saliency",
         choices=LEARNED_PRESETS,
     )
-    # the reward variants' parameters: declared once, in SaliencyRewardConfig
-    tau: float = reward_option("tau")
-    scale: float = reward_option("scale")
-    margin: float = reward_option("margin")
-    support_margin: float = reward_option("support_margin")
-    derived_support: float = reward_option("derived_support")
 
     def scoring(self) -> dict[str, Any]:
         """The options `trace_files.score_traces` takes, by its names."""
