@@ -77,9 +77,11 @@ def fixed_length_traces(model, tok, n: int, cot_tokens: int, seed: int = 0):
 
 
 def bench_p1(model, tok, quick: bool) -> dict:
-    """The default reward's saliency (the reward mask, then the answer-mention pass that `derived_share` adds) on
-    one CPU step's 8 rollouts of 128 CoT tokens, against generating them; and the default over `needed_share`
-    (the mask alone), in the same run."""
+    """The default reward's saliency on one CPU step's 8 rollouts of 128 CoT tokens, against generating them: the
+    reward mask, then the answer-mention pass that `derived_share` adds, as one process runs it (only rollouts that
+    state their answer twice; these state it at most once). `p1_derived_over_needed`: the mask plus the pass as
+    distributed training runs it (one row per rollout, whatever the text: the most it can cost) over the mask
+    alone (`needed_share`), in the same run."""
     from atmanrl.data import get_task
     from atmanrl.saliency import compute_saliency, mention_support
     from atmanrl.saliency_reward import answer_mentions, value_token_ids
@@ -89,15 +91,16 @@ def bench_p1(model, tok, quick: bool) -> dict:
     task = get_task("arith")
     ids = value_token_ids(tok, task)  # once per run (the reward keeps it)
     spans = [answer_mentions(task, t, t.prompt) for t in traces]
-    mentions, _ = timed(mention_support, model, tok, traces, spans, ids)
-    sal = mask + mentions
+    single, _ = timed(mention_support, model, tok, traces, spans, ids, fixed=False, least=2)
+    fixed, _ = timed(mention_support, model, tok, traces, spans, ids, fixed=True)
     return {
-        "p1_saliency_over_generation": sal / gen,
-        "p1_derived_over_needed": sal / mask,
+        "p1_saliency_over_generation": (mask + single) / gen,
+        "p1_derived_over_needed": (mask + fixed) / mask,
         "p1_generation_s": gen,
-        "p1_saliency_s": sal,
+        "p1_saliency_s": mask + single,
         "p1_mask_s": mask,
-        "p1_mention_pass_s": mentions,
+        "p1_mention_pass_s": single,
+        "p1_mention_pass_fixed_s": fixed,
     }
 
 

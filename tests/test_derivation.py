@@ -110,6 +110,24 @@ def test_mention_support_runs_the_same_passes_whatever_the_mentions(tiny_model, 
     assert all(torch.isfinite(torch.tensor([o.first, o.last])).all() for o in out[:2])
 
 
+def test_one_process_runs_only_the_traces_that_state_their_answer_twice(tiny_model, tokenizer):
+    traces, spans = _traces(tokenizer)
+    calls = []
+    hook = tiny_model.register_forward_pre_hook(lambda *a, **k: calls.append(1))
+    try:
+        fixed = mention_support(tiny_model, tokenizer, traces, spans, batch_size=1, token_budget=None)
+        n_fixed = len(calls)
+        calls.clear()
+        lean = mention_support(
+            tiny_model, tokenizer, traces, spans, batch_size=1, token_budget=None, fixed=False, least=2
+        )
+    finally:
+        hook.remove()
+    assert len(calls) == n_fixed // 3  # one of the three traces states its answer twice: one batch of three
+    assert lean[0] == fixed[0]  # the same numbers where it ran
+    assert lean[1].mentions == 1 and lean[2] is None
+
+
 def test_one_row_per_trace_gives_each_mention_its_own_removal(tiny_model, tokenizer):
     """The one-row pass (each mention's rows lose the CoT before that mention) against one row per mention with the
     whole CoT before it removed, the plain answer-gap computation."""

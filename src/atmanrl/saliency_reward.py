@@ -175,7 +175,15 @@ class SaliencyReward:
             self._value_tokens = value_token_ids(self.tokenizer, self.task)
         placeholder = self._placeholder() if world > 1 else None
         add_mention_support(
-            model, self.tokenizer, todo, sals, spans, self._value_tokens, placeholder, **batching
+            model,
+            self.tokenizer,
+            todo,
+            sals,
+            spans,
+            self._value_tokens,
+            placeholder,
+            fixed=world > 1,  # a fixed number of rows keeps the ranks in lockstep
+            **batching,
         )
 
     def _score(self, model, todo: list, world: int = 1) -> list:
@@ -279,11 +287,13 @@ def add_mention_support(
     spans: list,
     value_tokens: list[int],
     placeholder=None,
+    fixed: bool = True,
     **batching,
 ) -> None:
     """The support of each trace's first and last answer mention (saliency/derivation.py) into its result's
-    extras, which the `derived_share` variant reads. Two rows per trace: a trace whose scoring failed (its result
-    is None) runs a stand-in (a scored trace, or `placeholder`) so that the pass count never depends on the data."""
+    extras, which the `derived_share` variant reads. `fixed` (distributed training): one row per trace, and a trace
+    whose scoring failed (its result is None) runs a stand-in (a scored trace, or `placeholder`), so that the pass
+    count never depends on the data; else only the traces that state their answer at least twice are run."""
     from .saliency import mention_support
 
     stand_in = next((t for t, sal in zip(traces, sals, strict=True) if sal is not None), placeholder)
@@ -291,12 +301,13 @@ def add_mention_support(
         return
     traces = [t if sal is not None else stand_in for t, sal in zip(traces, sals, strict=True)]
     spans = [sp if sal is not None else [] for sp, sal in zip(spans, sals, strict=True)]
-    support = mention_support(model, tokenizer, traces, spans, value_tokens, **batching)
+    # the factor reads nothing from a trace with fewer than two statements: a single process runs only the others
+    support = mention_support(model, tokenizer, traces, spans, value_tokens, fixed=fixed, least=2, **batching)
     for sal, sup in zip(sals, support, strict=True):
         if sal is None:
             continue
         sal.extras["mentions"] = 0 if sup is None else sup.mentions
-        if sup is not None:
+        if sup is not None and (fixed or sup.mentions >= 2):  # the others were not run
             sal.extras.update(
                 first_mention_support=sup.first,
                 last_mention_support=sup.last,

@@ -147,6 +147,7 @@ def _add_mentions(model, tokenizer, traces: list[Trace], sals: list[Saliency], t
             [sals[i] for i in idx],
             [spans[i] for i in idx],
             value_token_ids(tokenizer, k),
+            fixed=False,  # one process: only the traces that state their answer twice are run
         )
 
 

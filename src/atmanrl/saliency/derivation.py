@@ -99,11 +99,15 @@ def mention_support(
     batch_size: int | None = None,
     token_budget: int | None = 16384,
     prefix_dtype: str = "auto",
+    fixed: bool = True,
+    least: int = 1,
 ) -> list[MentionSupport | None]:
     """For each trace, the support of the first and last of its `mentions` (character spans in its reasoning,
     in order), or None where it has no usable mention. `value_tokens`: the ids of the tokens that can begin a
-    value (`Task.is_value_token`), for the specific support. One row per trace whatever the data, run twice (with
-    and without the CoT before each mention): see the module."""
+    value (`Task.is_value_token`), for the specific support. `fixed`: one row per trace whatever the data, run
+    twice (with and without the CoT before each mention; see the module), as distributed training needs; without
+    it only the traces with at least `least` usable mentions are run, and the others get support 0 (a single
+    process has no lockstep to keep, and `derived_share` reads nothing from a trace with fewer than two)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     rows, n_first, first_at, counts, between = [], [], [], [], []
@@ -119,7 +123,9 @@ def mention_support(
     class_ids = torch.tensor(value_tokens, device=device) if value_tokens else None
     values = torch.zeros(len(rows), 4)  # support first, last; specific first, last
     dtype = prefix_compute_dtype(model, prefix_dtype)
-    for idx in plan_batches([len(r.ids) for r in rows], batch_size, token_budget):
+    run = [i for i in range(len(rows)) if fixed or counts[i] >= max(least, 1)]
+    for part in plan_batches([len(rows[i].ids) for i in run], batch_size, token_budget):
+        idx = [run[k] for k in part]
         batch = MaskedBatch.build([rows[i] for i in idx], "answer", pad_id, device)
         nf = torch.tensor([n_first[i] for i in idx], device=device)
         with torch.no_grad():
