@@ -36,6 +36,8 @@ def test_needed_share_refuses_scores_that_are_not_gates(tokenizer):
     with pytest.raises(UserError, match="learned"):
         needed_share(sal)
     with pytest.raises(UserError, match="needed_share"):
+        SaliencyReward(method="attention_gradient", task="arith", variant="needed_share")
+    with pytest.raises(UserError, match="derived_share"):  # the default reads the gates too
         SaliencyReward(method="attention_gradient", task="arith")
 
 

@@ -92,7 +92,7 @@ def test_reward_is_deterministic(policy, tokenizer):
 def test_non_finite_saliency_becomes_zero(policy, tokenizer, monkeypatch, caplog):
     import atmanrl.rewards as rewards
 
-    monkeypatch.setitem(rewards.SALIENCY_VARIANTS, "needed_share", lambda sal, **kw: float("nan"))
+    monkeypatch.setitem(rewards.SALIENCY_VARIANTS, "derived_share", lambda sal, **kw: float("nan"))
     fn = get_reward("saliency", task="arith", steps=1, model=policy, tokenizer=tokenizer)
     assert fn([PROMPT], [GOOD], gold=["5"]) == [0.0]
     assert "non-finite" in caplog.text

@@ -226,11 +226,10 @@ class Task:
     def mentions(self, text: str, value: str) -> list[tuple[int, int]]:
         """Character spans in `text` that state the answer `value` (the `derived_share` reward looks for the
         first place a CoT states its answer): every number equal to it, however written (1,000 / $5 / 7.0)."""
-        out = []
-        for m in _MENTION_RE.finditer(text):
-            if self.is_correct(normalize_number(m.group()), value):
-                out.append(m.span())
-        return out
+        # plain normalised equality: math-verify (is_correct) costs milliseconds per number, and a reward calls
+        # this for every number of every rollout
+        want = normalize_number(value)
+        return [m.span() for m in _MENTION_RE.finditer(text) if normalize_number(m.group()) == want]
 
     def is_value_token(self, text: str) -> bool:
         """Can a token with this text begin an answer value (a number)? The `derived_share` reward takes out what
