@@ -92,19 +92,29 @@ def _traces(tokenizer):
     return traces, [task.mentions(c, "5") for c in cots]
 
 
+def _forwards(model, *calls):
+    """(number of model forwards, result) of each call."""
+    out = []
+    for fn in calls:
+        n = []
+        hook = model.register_forward_pre_hook(lambda *a, n=n, **k: n.append(1))
+        try:
+            result = fn()
+        finally:
+            hook.remove()
+        out.append((len(n), result))
+    return out
+
+
 def test_mention_support_runs_the_same_passes_whatever_the_mentions(tiny_model, tokenizer):
     traces, spans = _traces(tokenizer)
     assert [len(s) for s in spans] == [2, 1, 0]
-    calls = []
-    hook = tiny_model.register_forward_pre_hook(lambda *a, **k: calls.append(1))
-    try:
-        out = mention_support(tiny_model, tokenizer, traces, spans, batch_size=2, token_budget=None)
-        n_mixed = len(calls)
-        calls.clear()
-        mention_support(tiny_model, tokenizer, traces, [[], [], []], batch_size=2, token_budget=None)
-    finally:
-        hook.remove()
-    assert len(calls) == n_mixed  # the same passes with no mention at all: ranks stay in lockstep
+    (n_mixed, out), (n_none, _) = _forwards(
+        tiny_model,
+        lambda: mention_support(tiny_model, tokenizer, traces, spans, batch_size=2, token_budget=None),
+        lambda: mention_support(tiny_model, tokenizer, traces, [[], [], []], batch_size=2, token_budget=None),
+    )
+    assert n_none == n_mixed  # the same passes with no mention at all: ranks stay in lockstep
     assert out[2] is None and out[0].mentions == 2 and out[1].mentions == 1
     assert out[1].first == out[1].last  # one mention: first and last are the same row
     assert all(torch.isfinite(torch.tensor([o.first, o.last])).all() for o in out[:2])
@@ -112,18 +122,14 @@ def test_mention_support_runs_the_same_passes_whatever_the_mentions(tiny_model, 
 
 def test_one_process_runs_only_the_traces_that_state_their_answer_twice(tiny_model, tokenizer):
     traces, spans = _traces(tokenizer)
-    calls = []
-    hook = tiny_model.register_forward_pre_hook(lambda *a, **k: calls.append(1))
-    try:
-        fixed = mention_support(tiny_model, tokenizer, traces, spans, batch_size=1, token_budget=None)
-        n_fixed = len(calls)
-        calls.clear()
-        lean = mention_support(
+    (n_fixed, fixed), (n_lean, lean) = _forwards(
+        tiny_model,
+        lambda: mention_support(tiny_model, tokenizer, traces, spans, batch_size=1, token_budget=None),
+        lambda: mention_support(
             tiny_model, tokenizer, traces, spans, batch_size=1, token_budget=None, fixed=False, least=2
-        )
-    finally:
-        hook.remove()
-    assert len(calls) == n_fixed // 3  # one of the three traces states its answer twice: one batch of three
+        ),
+    )
+    assert n_lean == n_fixed // 3  # one of the three traces states its answer twice: one batch of three
     assert lean[0] == fixed[0]  # the same numbers where it ran
     assert lean[1].mentions == 1 and lean[2] is None
 
