@@ -66,10 +66,13 @@ def read_outs(model, tok, recs: list[dict]) -> list[dict]:
     """Per record: the gap, the content tokens' gates and the answer-mention read-outs (None: not scored)."""
     import torch
 
+    from atmanrl.data import get_task
     from atmanrl.rewards import get_reward
     from atmanrl.saliency import content_mask
+    from atmanrl.saliency_reward import add_mention_support, value_token_ids
 
     fn = get_reward("saliency", task="gsm8k", model=model, tokenizer=tok, variant="derived_share")
+    ids = value_token_ids(tok, get_task("gsm8k"))  # the specific support, which the reward does not compute
     out: list[dict] = []
     for lo in range(0, len(recs), 16):
         chunk = recs[lo : lo + 16]
@@ -78,7 +81,8 @@ def read_outs(model, tok, recs: list[dict]) -> list[dict]:
         todo = [t for t in traces if t is not None]
         with torch.enable_grad():
             sals = fn._score(model, todo)
-        fn._add_mentions(model, todo, fn.mention_spans(prompts, comps, traces), sals, 1)
+        spans = fn.mention_spans(prompts, comps, traces)
+        add_mention_support(model, tok, todo, sals, spans, value_tokens=ids)  # every trace, as the study ran
         it = iter(sals)
         for r, t in zip(chunk, traces, strict=True):
             s = next(it) if t is not None else None

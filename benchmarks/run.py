@@ -84,15 +84,14 @@ def bench_p1(model, tok, quick: bool) -> dict:
     alone (`needed_share`), in the same run."""
     from atmanrl.data import get_task
     from atmanrl.saliency import compute_saliency, mention_support
-    from atmanrl.saliency_reward import answer_mentions, value_token_ids
+    from atmanrl.saliency_reward import answer_mentions
 
     traces, gen = fixed_length_traces(model, tok, 8, 128)
     mask, _ = timed(compute_saliency, model, tok, traces, "learned", preset="reward")
     task = get_task("arith")
-    ids = value_token_ids(tok, task)  # once per run (the reward keeps it)
     spans = [answer_mentions(task, t, t.prompt) for t in traces]
-    single, _ = timed(mention_support, model, tok, traces, spans, ids, fixed=False, least=2)
-    fixed, _ = timed(mention_support, model, tok, traces, spans, ids, fixed=True)
+    single, _ = timed(mention_support, model, tok, traces, spans, fixed=False, least=2)
+    fixed, _ = timed(mention_support, model, tok, traces, spans, fixed=True)
     return {
         "p1_saliency_over_generation": (mask + single) / gen,
         "p1_derived_over_needed": (mask + fixed) / mask,

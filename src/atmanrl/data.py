@@ -232,9 +232,9 @@ class Task:
         return [m.span() for m in _MENTION_RE.finditer(text) if normalize_number(m.group()) == want]
 
     def is_value_token(self, text: str) -> bool:
-        """Can a token with this text begin an answer value (a number)? The `derived_share` reward takes out what
-        the CoT does for the whole class ("The answer is" makes some number likely) to see what it does for one
-        value."""
+        """Can a token with this text begin an answer value (a number)? The specific support of an answer mention
+        (saliency/derivation.py) takes out what the CoT does for the whole class ("The answer is" makes some
+        number likely) to see what it does for one value."""
         return bool(_NUMBER_TOKEN_RE.fullmatch(text))
 
     def load(

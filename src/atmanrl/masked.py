@@ -48,6 +48,11 @@ class Trace:
     answer: str
     target: tuple[int, int] | None = None  # None: the whole answer segment
 
+    @property
+    def target_text(self) -> str:
+        """The scored part of the answer segment (the answer value, for a parsed completion)."""
+        return self.answer[slice(*self.target)] if self.target is not None else self.answer
+
     @classmethod
     def from_completion(
         cls, prompt: str, completion: str, answer_start: int, value_span: tuple[int, int]

@@ -75,7 +75,6 @@ class SaliencyReward:
         self.batch_size, self.token_budget = cfg.batch_size, cfg.token_budget
         self.task = get_task(task, **task_options)
         self.model, self.tokenizer, self.trainer = model, tokenizer, None
-        self._value_tokens: list[int] | None = None
         # Built once, so a bad option fails here, and what the method caches (CUDA step graphs) lasts the run.
         self.built = make_method(method, **self.options)
         problem = variant_problem(variant, method, getattr(self.built, "form", None))
@@ -171,8 +170,6 @@ class SaliencyReward:
             if world == 1
             else {"batch_size": self.batch_size or 8, "token_budget": None}
         )
-        if self._value_tokens is None:  # once: which tokens can begin a value of the bound task
-            self._value_tokens = value_token_ids(self.tokenizer, self.task)
         placeholder = self._placeholder() if world > 1 else None
         add_mention_support(
             model,
@@ -180,7 +177,6 @@ class SaliencyReward:
             todo,
             sals,
             spans,
-            self._value_tokens,
             placeholder,
             fixed=world > 1,  # a fixed number of rows keeps the ranks in lockstep
             **batching,
@@ -270,12 +266,13 @@ class SaliencyReward:
 def answer_mentions(task: Task, trace, question: str) -> list[tuple[int, int]]:
     """Character spans in the trace's reasoning that state its answer value (`Task.mentions`); none where the
     question itself states that value (a restated premise is no derivation)."""
-    value = trace.answer[slice(*trace.target)] if trace.target else trace.answer
+    value = trace.target_text
     return [] if task.mentions(question, value) else task.mentions(trace.reasoning, value)
 
 
 def value_token_ids(tokenizer, task: Task) -> list[int]:
-    """The ids of the tokens that can begin one of the task's values (`Task.is_value_token`)."""
+    """The ids of the tokens that can begin one of the task's values (`Task.is_value_token`): what the specific
+    support needs (`add_mention_support(value_tokens=...)`; no variant reads it, benchmarks/derivation_study.py does)."""
     return [i for i in range(len(tokenizer)) if task.is_value_token(tokenizer.decode([i]))]
 
 
@@ -285,15 +282,16 @@ def add_mention_support(
     traces: list,
     sals: list,
     spans: list,
-    value_tokens: list[int],
     placeholder=None,
     fixed: bool = True,
+    value_tokens: list[int] | None = None,
     **batching,
 ) -> None:
     """The support of each trace's first and last answer mention (saliency/derivation.py) into its result's
     extras, which the `derived_share` variant reads. `fixed` (distributed training): one row per trace, and a trace
     whose scoring failed (its result is None) runs a stand-in (a scored trace, or `placeholder`), so that the pass
-    count never depends on the data; else only the traces that state their answer at least twice are run."""
+    count never depends on the data; else only the traces that state their answer at least twice are run.
+    `value_tokens` (`value_token_ids`) adds the specific support, which no variant reads."""
     from .saliency import mention_support
 
     stand_in = next((t for t, sal in zip(traces, sals, strict=True) if sal is not None), placeholder)
@@ -311,7 +309,9 @@ def add_mention_support(
             sal.extras.update(
                 first_mention_support=sup.first,
                 last_mention_support=sup.last,
-                first_mention_specific=sup.first_specific,
-                last_mention_specific=sup.last_specific,
                 mentions_between=sup.between,
             )
+            if value_tokens:
+                sal.extras.update(
+                    first_mention_specific=sup.first_specific, last_mention_specific=sup.last_specific
+                )

@@ -15,7 +15,7 @@ from .io import read_jsonl
 from .models import max_length
 from .progress import progress_bar
 from .saliency import Saliency, Trace, compute_saliency, get_method, method_options
-from .saliency_reward import add_mention_support, answer_mentions, value_token_ids
+from .saliency_reward import add_mention_support, answer_mentions
 from .saliency_variants import applicable_variants, cot_gap
 
 log = logging.getLogger(__name__)
@@ -133,26 +133,13 @@ def score_traces(
 def _add_mentions(model, tokenizer, traces: list[Trace], sals: list[Saliency], task, questions) -> None:
     """The answer mentions' support, as the reward measures it (`derived_share` reads it)."""
     numeric, letter = get_task("gsm8k"), get_task("mmlu")
-    tasks = [task or (numeric if parse_math(f"#### {_value(t)}").value else letter) for t in traces]
+    tasks = [task or (numeric if parse_math(f"#### {t.target_text}").value else letter) for t in traces]
     spans = [
         answer_mentions(k, t, q)
         for k, t, q in zip(tasks, traces, questions or [t.prompt for t in traces], strict=True)
     ]
-    for k in dict.fromkeys(tasks):  # one pass per kind of value
-        idx = [i for i, x in enumerate(tasks) if x is k]
-        add_mention_support(
-            model,
-            tokenizer,
-            [traces[i] for i in idx],
-            [sals[i] for i in idx],
-            [spans[i] for i in idx],
-            value_token_ids(tokenizer, k),
-            fixed=False,  # one process: only the traces that state their answer twice are run
-        )
-
-
-def _value(trace: Trace) -> str:
-    return trace.answer[slice(*trace.target)] if trace.target else trace.answer
+    # one process: only the traces that state their answer twice are run
+    add_mention_support(model, tokenizer, traces, sals, spans, fixed=False)
 
 
 def to_json(scored: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,11 @@ support is what the CoT before it adds to its log-prob, with the same key mask a
 
     support = log p(mention | prompt, CoT before it) - log p(mention | prompt, CoT before it removed)
 
-"The answer is" makes *some* number likely next without deriving which one, so the reward reads the specific
-support: the support minus the same difference for the class of the mention's first token (any number, or any
-option letter: `value_tokens`), i.e. how much the CoT before it raises this value among the values that could
-stand there. `mention_support` measures the first and the last mention of each trace (docs/saliency.md).
+`mention_support` measures the first and the last mention of each trace; `derived_share` compares their support
+(docs/saliency.md). With `value_tokens` it also gives the specific support: the support minus the same difference
+for the class of the mention's first token (any number, or any option letter), i.e. how much the CoT before it
+raises this value among the values that could stand there, since "The answer is" makes *some* number likely. The
+derivation study measured it as a candidate (benchmarks/derivation_study.py); no reward variant reads it.
 
 Every trace adds exactly one row to the pass, run twice: unmodified, and with a per-entry mask under which the rows of
 each mention lose the CoT before that mention (a trace without a usable mention runs a placeholder row whose values
@@ -26,6 +27,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..masked import Encoded, MaskedBatch, Trace, encode, masked_forward, prefix_cache, prefix_compute_dtype
+from ..paper_mask import spread_entries
 from .base import plan_batches
 
 
@@ -77,9 +79,7 @@ def _removal_bias(batch: MaskedBatch, n_first: list[int], first_at: list[int], d
         cut[b] = torch.where(rows >= last_row, int(batch.cot_valid[b].sum()), first_at[b])
     cot_index = torch.arange(batch.cot_pos.shape[1], device=cut.device)
     masked = (cot_index[None, None, :] < cut[:, :, None]) & batch.cot_valid[:, None, :]  # (B, T, N)
-    values = torch.where(masked, torch.finfo(dtype).min, 0.0).to(dtype)
-    idx = batch.cot_pos[:, None, :].expand(B, T, -1)
-    return values.new_zeros(B, T, T).scatter_add(-1, idx, values * batch.cot_valid[:, None, :])
+    return spread_entries(batch, torch.where(masked, torch.finfo(dtype).min, 0.0).to(dtype))
 
 
 def _class_logmass(out, batch: MaskedBatch, positions: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
