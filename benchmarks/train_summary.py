@@ -1,6 +1,6 @@
 """Held-out summary of a trained model on arith level 1: accuracy, mean CoT length, and atmanrl 0.1's salient
 fraction (the `v0.1` mask preset, content tokens, tau 0.1, correct answers with at least 5 CoT tokens), the
-reward the 0.1 runs in docs/results.md trained on. Prints one JSON line.
+reward the runs of atmanrl 0.1 trained on (those results are no longer kept). Prints one JSON line.
 
     python benchmarks/train_summary.py runs/smollm2-135m/arith_atmanrl 50
 """

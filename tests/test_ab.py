@@ -10,7 +10,16 @@ from atmanrl.ab import ABConfig
 from atmanrl.ab_report import analyse, markdown, per_problem, render
 from atmanrl.data import get_task
 from atmanrl.errors import UserError
-from atmanrl.stats import bootstrap_ci, excludes_zero, grouped_spearman, paired_diff_ci, ranks, spearman
+from atmanrl.stats import (
+    bootstrap_ci,
+    excludes_zero,
+    grouped_spearman,
+    paired_diff_ci,
+    ranks,
+    seed_problem_ci,
+    seed_problem_diff_ci,
+    spearman,
+)
 
 
 def test_bootstrap_intervals_cover_the_mean_and_are_seeded():
@@ -83,7 +92,9 @@ def test_per_problem_metrics_follow_the_eval_rows(tmp_path, tokenizer):
 def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokenizer, monkeypatch):
     """An AtManRL arm with denser, shorter CoTs on every problem: its differences exclude 0 and point the
     paper's way; the outcome arm equals the base and shows no effect."""
-    cfg = ABConfig(output=str(tmp_path), seeds=(0,), n_boot=200, composition="lexical")
+    cfg = ABConfig(
+        output=str(tmp_path), seeds=(0,), arms=("outcome", "atmanrl"), n_boot=200, composition="lexical"
+    )
     monkeypatch.setattr("atmanrl.ab_report.curves", lambda path: [{"step": 1, "reward": 0.5}])
     verbose = (
         "Well, we have the numbers here and then we add them together so that we get {} as the answer.\n"
@@ -120,7 +131,7 @@ def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokeni
 
 def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokenizer, monkeypatch):
     calls = []
-    monkeypatch.setattr(ab, "_cli", lambda argv, log: calls.append(argv))
+    monkeypatch.setattr(ab, "_cli", lambda argv, log, threads=None: calls.append(argv))
     cfg = ABConfig(
         output=str(tmp_path),
         seeds=(0,),
@@ -164,14 +175,14 @@ def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokeni
 
 def test_finished_runs_are_reused_and_unfinished_ones_resume(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(ab, "_cli", lambda argv, log: calls.append(argv))
+    monkeypatch.setattr(ab, "_cli", lambda argv, log, threads=None: calls.append(argv))
     cfg = ABConfig(output=str(tmp_path), seeds=(0, 1), max_steps=3)
     done = ab.run_dir(cfg, "outcome", 0) / "ab_done.json"
     done.parent.mkdir(parents=True)
     done.write_text("{}")
     ab.train_all(cfg)
     trained = [(a[a.index("--output_dir") + 1], a[a.index("--seed") + 1]) for a in calls]
-    assert (str(ab.run_dir(cfg, "outcome", 0)), "0") not in trained and len(trained) == 3
+    assert (str(ab.run_dir(cfg, "outcome", 0)), "0") not in trained and len(trained) == 5
     assert all(a[a.index("--resume") + 1] == "true" and a[a.index("--max_steps") + 1] == "3" for a in calls)
     assert (ab.run_dir(cfg, "atmanrl", 1) / "ab_done.json").exists()
 
@@ -185,3 +196,87 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         ABConfig(output=str(tmp_path), arms=("outcome", "nope")).validate()
     with pytest.raises(UserError, match="arms"):
         ABConfig(output=str(tmp_path), arms=("paper",)).validate()
+
+
+def test_seed_then_problem_intervals_widen_when_seeds_disagree():
+    rng = random.Random(2)
+    agree = [[1.0 + rng.gauss(0, 0.5) for _ in range(100)] for _ in range(3)]
+    spread = [[r + shift for r in run] for run, shift in zip(agree, (-1.0, 0.0, 1.0), strict=True)]
+    m1, lo1, hi1 = seed_problem_ci(agree, n_boot=500)
+    m2, lo2, hi2 = seed_problem_ci(spread, n_boot=500)
+    assert m1 == pytest.approx(m2) and lo1 < m1 < hi1
+    assert hi2 - lo2 > 3 * (hi1 - lo1)  # the seeds' disagreement is part of the noise
+    assert seed_problem_ci([[1.0, None], [None, None]]) == (1.0, 1.0, 1.0)
+    d, lo, hi = seed_problem_diff_ci([[x + 0.2 for x in run] for run in agree], agree, n_boot=500)
+    assert d == pytest.approx(0.2) and excludes_zero(lo, hi)
+    d, lo, hi = seed_problem_diff_ci(agree, [agree[0]], n_boot=500)  # one base run against every seed
+    assert d == pytest.approx(m1 - sum(agree[0]) / 100) and lo <= d <= hi
+    with pytest.raises(ValueError):
+        seed_problem_diff_ci(agree, agree[:2])
+
+
+def test_the_report_has_a_row_per_seed(tmp_path, tokenizer, monkeypatch):
+    cfg = ABConfig(
+        output=str(tmp_path), seeds=(0, 1), arms=("outcome", "atmanrl"), n_boot=100, composition="lexical"
+    )
+    monkeypatch.setattr("atmanrl.ab_report.curves", lambda path: [])
+    for name, right in (
+        ("base", 6),
+        ("outcome-s0", 6),
+        ("outcome-s1", 8),
+        ("atmanrl-s0", 4),
+        ("atmanrl-s1", 10),
+    ):
+        rows = [
+            _row(i, f"{i} + 1 = {i + 1}.\n", str(i + 1 if i < right else 0), str(i + 1), ["1"] * 3, "1", "1")
+            for i in range(12)
+        ]
+        _fake_eval(tmp_path / "eval" / name, rows, {})
+    result = analyse(cfg)
+    acc = result["metrics"]["accuracy"]
+    assert acc["atmanrl-s0"] == pytest.approx(4 / 12) and acc["atmanrl-s1"] == pytest.approx(10 / 12)
+    assert acc["atmanrl"]["mean"] == pytest.approx(7 / 12)
+    text = markdown(result)
+    assert "| atmanrl-s1 | 0.833 |" in text and "Per seed" in text
+    assert "Per seed" in render(result)
+
+
+@pytest.mark.slow
+def test_the_gpu_command_runs_every_run_side_by_side_on_a_cpu(tmp_path, tiny_dir):
+    """`make ab-gpu` with a tiny configuration: 3 arms trained and evaluated two at a time in subprocesses,
+    then the report. On a GPU the same command runs 9 runs of 300 steps (docs/results.md)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ab"
+    tiny = "--per_device_train_batch_size 2 --num_generations 2 --max_completion_length 8 --limit 4"
+    args = [
+        f"AB_GPU_DIR={out}",
+        f"AB_GPU_ARGS=--parallel 2 --max-steps 1 --save-steps 1 --train-args '{tiny}'",
+        f"AB_ARGS=--model {tiny_dir} --seeds 0 --eval-limit 2 --pass-k 1 --composition lexical",
+    ]
+    plan = subprocess.run(
+        ["make", "-n", "ab-gpu"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    assert "--parallel 9" in plan and "--max-steps 300" in plan and "--per_device_train_batch_size 32" in plan
+    r = subprocess.run(["make", "ab-gpu", *args], cwd=root, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads((out / "ab.json").read_text())
+    assert result["arms"] == ["outcome", "atmanrl", "paper"] and result["n_problems"] == 2
+    for arm in result["arms"]:
+        assert (out / "runs" / f"{arm}-s0" / "ab_done.json").exists()
+        assert json.loads((out / "eval" / f"{arm}-s0" / "saliency_reward.json").read_text())
+    logs = {p.name for p in (out / "logs").iterdir()}
+    assert {"train-paper-s0.log", "eval-base.log"} <= logs
+
+
+def test_one_run_at_a_time_goes_seed_by_seed_with_a_report_after_each(tmp_path, monkeypatch):
+    calls, reports = [], []
+    monkeypatch.setattr(ab, "_cli", lambda argv, log, threads=None: calls.append(argv[0]))
+    monkeypatch.setattr(ab, "score_rollouts", lambda cfg, model, report: None)
+    cfg = ABConfig(output=str(tmp_path), seeds=(0, 1, 2), arms=("outcome", "atmanrl"), max_steps=2)
+    ab.main(cfg, report=lambda c: reports.append(c.seeds))
+    assert reports == [(0,), (0, 1)]  # the caller writes the full report after the last seed
+    # seed 0's runs are trained and evaluated before seed 1 trains
+    assert calls[:5] == ["train", "train", "eval", "eval", "eval"] and calls[5] == "train"

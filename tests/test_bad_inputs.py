@@ -120,7 +120,7 @@ def _cases(shared_data, tmp_path, tiny_dir):
         "unknown_task": (["data", "--task", "chess"], "choose one of arith, gsm8k, mmlu"),
         "unknown_split": (["data", "--task", "arith", "--split", "dev"], "choose one of train, test"),
         "zero_limit": (["data", "--task", "arith", "--limit", "0"], "--limit must be at least 1"),
-        "arith_level": (["data", "--task", "arith", "--level", "7"], "choose one of 1, 2, 3, 4"),
+        "arith_level": (["data", "--task", "arith", "--level", "7"], "choose one of 1, 2, 3, 4, 5"),
         "mmlu_subject": (
             ["data", "--task", "mmlu", "--data-dir", str(shared_data / "mmlu"), "--subjects", "cooking"],
             "unknown MMLU subject",

@@ -145,3 +145,19 @@ def test_arith_is_seeded_and_consistent(level):
         assert e.reference.split(" = ")[-1].rstrip(".") == e.gold
         assert int(e.gold) >= 0
         assert e.meta["steps"] == ARITH_LEVELS[level].steps
+
+
+def test_the_testbed_never_tests_on_a_training_problem():
+    """Level 5 (the A/B testbed) splits the problem space by a hash of the question: no held-out problem is a
+    training problem, whatever the seeds (levels 1-4, drawn from per-split streams, can repeat one)."""
+    task = get_task("arith", level=5)
+    test = {e.question for e in task.load(split="test", limit=300, seed=1234)}
+    assert len(test) > 250  # a real split, not a handful of repeats
+    for seed in (0, 1, 2):
+        train = {e.question for e in task.load(split="train", limit=2000, seed=seed)}
+        assert len(train) > 1000 and not test & train
+    repeats = [
+        {e.question for e in get_task("arith", level=1).load(split=s, limit=2000, seed=0)}
+        for s in ("train", "test")
+    ]
+    assert repeats[0] & repeats[1]  # what the hash split is for: level 1's streams do share problems

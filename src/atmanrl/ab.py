@@ -1,27 +1,31 @@
 """`atmanrl ab`: outcome-only GRPO against AtManRL (ours, the paper's), same seeds, data and budget, with intervals.
 
-    atmanrl ab --seeds 0,1 --max-steps 60 --eval-limit 100 --output runs/ab
-    atmanrl ab --arms outcome,atmanrl,paper --seeds 0 --max-steps 10 --output runs/ab3
+    atmanrl ab --output runs/ab                       # 3 arms x 3 seeds x 100 steps on the testbed (arith level 5)
+    atmanrl ab --arms outcome,atmanrl --seeds 0 --max-steps 10 --output runs/ab_small
+    make ab-gpu                                       # every run side by side on one GPU, 300 steps x 32 completions
 
 1. trains both recipes once per seed (`atmanrl train RECIPE --seed S --max_steps N --resume true`); a finished
    run (OUT/runs/ARM-sSEED/ab_done.json) is reused, an interrupted one resumes from its last checkpoint;
 2. evaluates the base model and every run on the same held-out problems (`atmanrl eval`, adding mistakes in
    `continue` mode), and scores each model's own held-out rollouts with the default saliency reward;
-3. writes OUT/ab.json and OUT/ab.html: every metric per model with a bootstrap 95% interval over problems, the
-   AtManRL minus outcome difference with its own paired interval, and the per-step training curves of both arms.
+3. writes OUT/ab.json and OUT/ab.html: every metric per model with a 95% interval that resamples seeds and then
+   problems, each arm minus the baseline with its paired interval, the per-seed table and the training curves.
 
 Each step is an `atmanrl` command run in a subprocess (printed first, its log in OUT/logs/), so any of them can
-be rerun by hand. Per-problem values of an arm are averaged over its seeds before resampling problems.
+be rerun by hand. `--parallel N` runs N of them at once (on a GPU: every run side by side).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .defaults import DEFAULT_MODEL
@@ -62,22 +66,20 @@ class ABConfig:
 
     output: str = "runs/ab"
     model: str = DEFAULT_MODEL
-    arms: tuple[str, ...] = (
-        "outcome",
-        "atmanrl",
-    )  # the first is the baseline every other arm is compared with
+    arms: tuple[str, ...] = ARMS  # the first is the baseline every other arm is compared with
     outcome_recipe: str = "smollm2-135m/arith_outcome.yaml"
     atmanrl_recipe: str = "smollm2-135m/arith_atmanrl.yaml"
     paper_recipe: str = "smollm2-135m/arith_paper.yaml"
     pass_k: int = 4
     composition: str = "auto"  # spaCy token shares: auto, tagger or lexical (atmanrl.composition)
-    seeds: tuple[int, ...] = (0, 1)
-    max_steps: int = 60
+    seeds: tuple[int, ...] = (0, 1, 2)
+    max_steps: int = 100
     save_steps: int = 10
-    overrides: tuple[str, ...] = ()  # extra `--key value` tokens for both arms' train command
+    overrides: tuple[str, ...] = ()  # extra `--key value` tokens for every arm's train command
     eval_task: str = "arith"
-    eval_level: int = 1
-    eval_limit: int = 100
+    eval_level: int = 5  # arith: the level of training and of the held-out problems (5: the testbed)
+    eval_limit: int = 200
+    parallel: int = 1  # runs (train, then eval) at once; >1 on a GPU, never on 2 CPU cores
     eval_seed: int = 1234  # held-out problems: the same for every model, never the training seed's stream
     mistake_mode: str = "continue"
     n_boot: int = 2000
@@ -85,9 +87,10 @@ class ABConfig:
     def validate(self) -> None:
         if not self.seeds:
             raise UserError("--seeds needs at least one seed, e.g. 0,1")
-        if self.max_steps < 1 or self.eval_limit < 1:
+        if self.max_steps < 1 or self.eval_limit < 1 or self.parallel < 1:
             raise UserError(
-                f"--max-steps and --eval-limit must be >= 1, got {self.max_steps}, {self.eval_limit}"
+                f"--max-steps, --eval-limit and --parallel must be >= 1, got {self.max_steps}, "
+                f"{self.eval_limit}, {self.parallel}"
             )
         bad = [a for a in self.arms if a not in ARMS]
         if bad or len(set(self.arms)) < 2 or len(set(self.arms)) != len(self.arms):
@@ -101,17 +104,35 @@ class ABConfig:
         return getattr(self, f"{arm}_recipe")
 
 
-def _cli(argv: list[str], log: Path) -> None:
+def _cli(argv: list[str], log: Path, threads: int | None = None) -> None:
     """Run `atmanrl ARGV` in a subprocess, its output in `log`; a failure names the log."""
     console.print(f"[dim]$ atmanrl {shlex.join(argv)}  [log: {log}]")
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
     t = time.time()
     with open(log, "a") as f:
-        rc = subprocess.call([sys.executable, "-m", "atmanrl.cli", *argv], stdout=f, stderr=subprocess.STDOUT)
+        cmd = [sys.executable, "-m", "atmanrl.cli", *argv]
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if rc:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
         raise UserError(f"`atmanrl {argv[0]}` failed (exit {rc}): {tail[0][:200]} -- full log: {log}")
-    console.print(f"[green]done in {time.time() - t:.0f}s")
+    console.print(f"[green]done in {time.time() - t:.0f}s: atmanrl {argv[0]} [{log.name}]")
+
+
+def _each(cfg: ABConfig, jobs: list, fn) -> None:
+    """fn(job) for every job, `cfg.parallel` at a time; the first failure is raised once all have stopped."""
+    if cfg.parallel == 1:
+        for job in jobs:
+            fn(job)
+        return
+    with ThreadPoolExecutor(cfg.parallel) as pool:
+        for future in [pool.submit(fn, job) for job in jobs]:
+            future.result()
+
+
+def _threads(cfg: ABConfig) -> int | None:
+    """Side by side, each process gets its share of the cores (each would otherwise spin one thread per core)."""
+    return max(1, (os.cpu_count() or 1) // cfg.parallel) if cfg.parallel > 1 else None
 
 
 def run_dir(cfg: ABConfig, arm: str, seed: int) -> Path:
@@ -119,34 +140,38 @@ def run_dir(cfg: ABConfig, arm: str, seed: int) -> Path:
 
 
 def train_all(cfg: ABConfig) -> None:
-    for seed in cfg.seeds:
-        for arm in cfg.arms:
-            out = run_dir(cfg, arm, seed)
-            done = out / "ab_done.json"
-            if done.exists():
-                console.print(f"[cyan]reusing {out} (finished)")
-                continue
-            recipe = str(recipe_path(cfg.recipe(arm)))
-            argv = [
-                "train",
-                recipe,
-                "--model_name_or_path",
-                cfg.model,
-                "--seed",
-                str(seed),
-                "--max_steps",
-                str(cfg.max_steps),
-                "--save_steps",
-                str(cfg.save_steps),
-                "--output_dir",
-                str(out),
-                "--resume",
-                "true",
-                *cfg.overrides,
-            ]
-            console.rule(f"[bold cyan]train {arm}, seed {seed}")
-            _cli(argv, Path(cfg.output) / "logs" / f"train-{arm}-s{seed}.log")
-            atomic_write_text(done, json.dumps({"argv": argv, "finished": time.time()}))
+    _each(cfg, [(arm, seed) for seed in cfg.seeds for arm in cfg.arms], lambda job: train_one(cfg, *job))
+
+
+def train_one(cfg: ABConfig, arm: str, seed: int) -> None:
+    out = run_dir(cfg, arm, seed)
+    done = out / "ab_done.json"
+    if done.exists():
+        console.print(f"[cyan]reusing {out} (finished)")
+        return
+    recipe = str(recipe_path(cfg.recipe(arm)))
+    level = ["--level", str(cfg.eval_level)] if cfg.eval_task == "arith" else []
+    argv = [
+        "train",
+        recipe,
+        "--model_name_or_path",
+        cfg.model,
+        "--seed",
+        str(seed),
+        "--max_steps",
+        str(cfg.max_steps),
+        "--save_steps",
+        str(cfg.save_steps),
+        "--output_dir",
+        str(out),
+        "--resume",
+        "true",
+        *level,
+        *cfg.overrides,
+    ]
+    console.rule(f"[bold cyan]train {arm}, seed {seed}")
+    _cli(argv, Path(cfg.output) / "logs" / f"train-{arm}-s{seed}.log", _threads(cfg))
+    atomic_write_text(done, json.dumps({"argv": argv, "finished": time.time()}))
 
 
 def models(cfg: ABConfig) -> dict[str, str]:
@@ -159,44 +184,50 @@ def models(cfg: ABConfig) -> dict[str, str]:
 
 
 def eval_all(cfg: ABConfig) -> None:
-    for name, model in models(cfg).items():
+    _each(cfg, list(models(cfg).items()), lambda job: eval_one(cfg, *job))
+    for name, model in models(cfg).items():  # in this process, one model at a time
         report = Path(cfg.output) / "eval" / name
-        if not (report / "metrics.json").exists():
-            console.rule(f"[bold cyan]evaluate {name}")
-            _cli(
-                [
-                    "eval",
-                    "--model",
-                    model,
-                    "--task",
-                    cfg.eval_task,
-                    "--level",
-                    str(cfg.eval_level),
-                    "--limit",
-                    str(cfg.eval_limit),
-                    "--seed",
-                    str(cfg.eval_seed),
-                    "--mistake-mode",
-                    cfg.mistake_mode,
-                    "--pass-k",
-                    str(cfg.pass_k),
-                    "--composition",
-                    cfg.composition,
-                    "--skip",
-                    "saliency,planted",
-                    "--report",
-                    str(report),
-                ],
-                Path(cfg.output) / "logs" / f"eval-{name}.log",
-            )
         if not (report / "saliency_reward.json").exists():
             score_rollouts(cfg, model, report)
+
+
+def eval_one(cfg: ABConfig, name: str, model: str) -> None:
+    report = Path(cfg.output) / "eval" / name
+    if not (report / "metrics.json").exists():
+        console.rule(f"[bold cyan]evaluate {name}")
+        _cli(
+            [
+                "eval",
+                "--model",
+                model,
+                "--task",
+                cfg.eval_task,
+                "--level",
+                str(cfg.eval_level),
+                "--limit",
+                str(cfg.eval_limit),
+                "--seed",
+                str(cfg.eval_seed),
+                "--mistake-mode",
+                cfg.mistake_mode,
+                "--pass-k",
+                str(cfg.pass_k),
+                "--composition",
+                cfg.composition,
+                "--skip",
+                "saliency,planted",
+                "--report",
+                str(report),
+            ],
+            Path(cfg.output) / "logs" / f"eval-{name}.log",
+            _threads(cfg),
+        )
 
 
 def score_rollouts(cfg: ABConfig, model_path: str, report: Path) -> None:
     """The default saliency reward, called the way GRPO calls it, on the model's own held-out rollouts."""
     from .data import get_task, task_options
-    from .models import load_model, resolve_model_path
+    from .models import best_device, load_model, resolve_model_path
     from .rewards import get_reward
 
     console.print(f"[cyan]saliency reward on the rollouts in {report}")
@@ -204,7 +235,7 @@ def score_rollouts(cfg: ABConfig, model_path: str, report: Path) -> None:
     extra = task_options(cfg.eval_task, level=cfg.eval_level)
     task = get_task(cfg.eval_task, **extra)
     examples = {e.id: e for e in task.load(None, split="test", limit=cfg.eval_limit, seed=cfg.eval_seed)}
-    model, tok = load_model(resolve_model_path(model_path))
+    model, tok = load_model(resolve_model_path(model_path), device=best_device())
     fn = get_reward("saliency", task=cfg.eval_task, model=model, tokenizer=tok, **extra)
     values: dict[str, float] = {}
     for lo in range(0, len(rows), 8):
@@ -218,10 +249,21 @@ def score_rollouts(cfg: ABConfig, model_path: str, report: Path) -> None:
     atomic_write_text(report / "saliency_reward.json", json.dumps(values))
 
 
-def main(cfg: ABConfig) -> None:
-    """Train and evaluate every arm and seed (resuming what exists); `ab_report.write_ab` writes the report."""
+def main(cfg: ABConfig, report: Callable[[ABConfig], object] | None = None) -> None:
+    """Train and evaluate every arm and seed (resuming what exists); `ab_report.write_ab` writes the report.
+
+    One run at a time (`parallel` 1), it goes seed by seed and calls `report` on the seeds finished so far after
+    each, so a long A/B has a report (and results to commit) long before its last seed."""
     cfg.validate()
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(cfg.output) / "ab_config.json", json.dumps(asdict(cfg), indent=1))
-    train_all(cfg)
-    eval_all(cfg)
+    if cfg.parallel > 1:
+        train_all(cfg)
+        eval_all(cfg)
+        return
+    for i in range(len(cfg.seeds)):
+        part = replace(cfg, seeds=cfg.seeds[i : i + 1])
+        train_all(part)
+        eval_all(part)
+        if report is not None and i + 1 < len(cfg.seeds):
+            report(replace(cfg, seeds=cfg.seeds[: i + 1]))

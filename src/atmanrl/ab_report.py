@@ -1,8 +1,10 @@
 """The A/B report: per-problem metrics of every evaluated model, bootstrap intervals, paired differences, curves.
 
 Every model of an A/B run is evaluated on the same held-out problems, so each metric is a list of per-problem
-values (None where a problem has no value, e.g. no parseable answer for the faithfulness tests). An arm's value
-for a problem is the mean over its seeds; intervals resample problems (`stats.py`).
+values (None where a problem has no value, e.g. no parseable answer for the faithfulness tests). An arm's value is
+the mean over its seeds of each seed's mean over problems; intervals resample seeds, then problems within them
+(`stats.seed_problem_ci`), so they hold both sources of noise. Differences pair seed s of one arm with seed s of
+the other (the same data order) and each problem with itself.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .evaluate import area_over_curve, pass_at_k
 from .heatmap import page
 from .io import atomic_write_text
 from .report import esc, png, table
-from .stats import bootstrap_ci, excludes_zero, mean, paired_diff_ci
+from .stats import excludes_zero, mean, seed_problem_ci, seed_problem_diff_ci
 
 
 def per_problem(
@@ -60,17 +62,9 @@ def per_problem(
     return out
 
 
-def _average(runs: list[dict[str, dict[str, float | None]]], ids: list[str]) -> dict[str, list[float | None]]:
-    """Per metric, per problem (in `ids` order): the mean over the runs that have a value."""
-    out = {}
-    for key, _, _ in METRICS:
-        vals = []
-        for i in ids:
-            xs = [r[key].get(i) for r in runs]
-            xs = [x for x in xs if x is not None]
-            vals.append(mean(xs))
-        out[key] = vals
-    return out
+def _runs(evals: dict[str, dict[str, dict[str, float | None]]], names: list[str], key: str, ids: list[str]):
+    """Per run (seed), per problem in `ids` order: the metric's value or None."""
+    return [[evals[n][key].get(i) for i in ids] for n in names]
 
 
 def curves(path: Path) -> list[dict[str, Any]]:
@@ -99,10 +93,7 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
         if sorted(ev["accuracy"]) != ids:
             raise ValueError(f"{name} was evaluated on other problems than the base model: rerun its eval")
     arms, baseline = list(cfg.arms), cfg.arms[0]
-    groups = {
-        "base": _average([evals["base"]], ids),
-        **{arm: _average([evals[f"{arm}-s{s}"] for s in cfg.seeds], ids) for arm in arms},
-    }
+    groups = {"base": ["base"], **{arm: [f"{arm}-s{s}" for s in cfg.seeds] for arm in arms}}
     pairs = [(a, baseline) for a in arms[1:]] + [(a, "base") for a in arms]
     kw = {"n_boot": cfg.n_boot}
     result: dict[str, Any] = {
@@ -114,13 +105,14 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for key, label, paper in METRICS:
         m: dict[str, Any] = {"label": label, "paper_relative": paper}
-        for g, values in groups.items():
-            m[g] = dict(zip(("mean", "lo", "hi"), bootstrap_ci(values[key], **kw), strict=True))
+        runs = {g: _runs(evals, names, key, ids) for g, names in groups.items()}
+        for g in groups:
+            m[g] = dict(zip(("mean", "lo", "hi"), seed_problem_ci(runs[g], **kw), strict=True))
         for s in cfg.seeds:
             for arm in arms:
                 m[f"{arm}-s{s}"] = mean([v for v in evals[f"{arm}-s{s}"][key].values() if v is not None])
         for a, b in pairs:
-            d, lo, hi = paired_diff_ci(groups[a][key], groups[b][key], **kw)
+            d, lo, hi = seed_problem_diff_ci(runs[a], runs[b], **kw)
             m[f"{a}-{b}"] = {"diff": d, "lo": lo, "hi": hi, "excludes_0": excludes_zero(lo, hi)}
         ref = m[baseline]["mean"]
         for a in arms[1:]:
@@ -182,6 +174,20 @@ def table1(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_seed_table(result: dict[str, Any]) -> str:
+    """One row per run (arm, seed), one column per metric: how much the seeds of one arm agree (Markdown)."""
+    metrics = result["metrics"]
+    lines = ["| run | " + " | ".join(m["label"] for m in metrics.values()) + " |"]
+    lines.append("|---|" + "---|" * len(metrics))
+    for arm in result["arms"]:
+        for seed in result["config"]["seeds"]:
+            cells = [metrics[k].get(f"{arm}-s{seed}") for k in metrics]
+            lines.append(
+                f"| {arm}-s{seed} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells) + " |"
+            )
+    return "\n".join(lines)
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The comparison as Markdown: the Table 1 view, then every metric with intervals (what docs/ quote)."""
     arms, baseline = result["arms"], result["baseline"]
@@ -203,8 +209,10 @@ def markdown(result: dict[str, Any]) -> str:
         + baseline
         + "):\n\n"
         + table1(result)
-        + "\n\n"
+        + "\n\nEvery metric: mean [95% interval, resampling seeds then problems]:\n\n"
         + "\n".join(lines)
+        + "\n\nPer seed:\n\n"
+        + per_seed_table(result)
     )
 
 
@@ -238,6 +246,11 @@ def _plot_curves(result: dict[str, Any]) -> str:
     )
 
 
+def _split(markdown_table: str) -> tuple[list[str], list[list[str]]]:
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in markdown_table.splitlines()]
+    return rows[0], rows[2:]
+
+
 def render(result: dict[str, Any]) -> str:
     arms, baseline = result["arms"], result["baseline"]
     pairs = [f"{a}-{baseline}" for a in arms[1:]] + [f"{a}-base" for a in arms]
@@ -252,17 +265,19 @@ def render(result: dict[str, Any]) -> str:
             cls = "" if not d["excludes_0"] else ("up" if d["diff"] > 0 else "down")
             cells.append((esc(_ci(d)), cls))
         rows.append(cells)
-    t1 = [line.strip("|").split("|") for line in table1(result).splitlines()]
     cfg = result["config"]
     body = (
         f"<h1>atmanrl A/B: {esc(', '.join(arms))}</h1>"
         f"<p>{result['n_problems']} held-out {esc(cfg['eval_task'])} problems; seeds {esc(cfg['seeds'])}; "
         f"{esc(cfg['max_steps'])} steps per run.</p><h2>Table 1 view</h2><p>The paper's columns (spaCy shares, "
         f"pass@k); in brackets the change relative to {esc(baseline)}.</p>"
-        + table([c.strip() for c in t1[0]], [[c.strip() for c in r] for r in t1[2:]])
-        + "<h2>Every metric</h2><p>Mean [95% bootstrap interval over problems]; an arm's value per problem is "
-        "the mean over its seeds. A difference is coloured only when its paired interval excludes 0.</p>"
+        + table(*_split(table1(result)))
+        + "<h2>Every metric</h2><p>Mean [95% bootstrap interval, resampling seeds, then problems within "
+        "them]; an arm's value is the mean over its seeds. A difference pairs seeds and problems and is coloured "
+        "only when its interval excludes 0.</p>"
         + table(header, rows)
+        + "<h2>Per seed</h2>"
+        + table(*_split(per_seed_table(result)))
         + "<h2>Training curves</h2>"
         + _plot_curves(result)
     )

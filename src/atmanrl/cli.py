@@ -332,7 +332,7 @@ def cmd_ab(args: ABCommand) -> int:
         arms=csv(args.arms),
         overrides=tuple(shlex.split(args.train_args)),
     )
-    main(cfg)
+    main(cfg, report=write_ab)
     path = write_ab(cfg)
     print(f"ab={path}")
     return 0

@@ -152,7 +152,11 @@ class TaskOptions:
     )
     seed: int = option(0, "seed for data order, arith problems and sampling", group="data")
     no_shuffle: bool = option(False, "keep file order instead of a seeded shuffle", group="data")
-    level: int = option(1, "arith difficulty level 1-4 (default: %(default)s)", group="data")
+    level: int = option(
+        1,
+        "arith difficulty level: 1-4 by steps and operand range, 5 the A/B testbed (docs/data.md) (default: %(default)s)",
+        group="data",
+    )
     subjects: str | None = option(None, "mmlu: comma-separated subjects (default: all)", group="data")
     no_fewshot: bool = option(False, "drop the worked example exchange from the prompt", group="data")
 
@@ -315,7 +319,7 @@ class ABCommand:
         aliases=("--model-name-or-path", "--model_name_or_path"),
     )
     arms: str = option(
-        "outcome,atmanrl",
+        "outcome,atmanrl,paper",
         "arms, comma-separated, the first is the baseline: outcome, atmanrl, paper (default: %(default)s)",
     )
     outcome_recipe: str = option("smollm2-135m/arith_outcome.yaml", "YAML path or recipe name")
@@ -327,15 +331,25 @@ class ABCommand:
         "spaCy token shares: tagger, lexical or auto (default: %(default)s)",
         choices=("auto", "tagger", "lexical"),
     )
-    seeds: str = option("0,1", "comma-separated training seeds (default: %(default)s)")
-    max_steps: int = option(60, "GRPO steps per run (default: %(default)s)")
+    seeds: str = option("0,1,2", "comma-separated training seeds (default: %(default)s)")
+    max_steps: int = option(100, "GRPO steps per run (default: %(default)s)")
     save_steps: int = option(10, "checkpoint every N steps (resume point)")
     eval_task: str = option("arith", "held-out task (default: %(default)s)")
-    eval_level: int = option(1, "arith level of the held-out problems")
-    eval_limit: int = option(100, "held-out problems (default: %(default)s)")
+    eval_level: int = option(
+        5,
+        "arith level of training and of the held-out problems (default: %(default)s, the testbed where the "
+        "embedded model needs its CoT: docs/results.md)",
+        aliases=("--level",),
+    )
+    eval_limit: int = option(200, "held-out problems (default: %(default)s)")
     eval_seed: int = option(1234, "which held-out problems (same for every model)")
     train_args: str = option(
-        "", "extra train options for both arms, e.g. '--num_generations 8 --max_completion_length 64'"
+        "", "extra train options for every arm, e.g. '--num_generations 8 --max_completion_length 64'"
+    )
+    parallel: int = option(
+        1,
+        "runs trained (then evaluated) at once: 1 on a CPU; on a GPU every run side by side, as "
+        "`make ab-gpu` does (default: %(default)s)",
     )
 
 

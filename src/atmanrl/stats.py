@@ -2,6 +2,8 @@
 
     lo, hi = bootstrap_ci(values)                       # 95% interval of the mean over problems
     d, lo, hi = paired_diff_ci(a, b)                     # mean(a - b) over the same problems, with its interval
+    m, lo, hi = seed_problem_ci(runs)                    # runs = per seed, per problem: seeds then problems
+    d, lo, hi = seed_problem_diff_ci(runs_a, runs_b)     # the same for a difference, paired by seed and problem
     rho, lo, hi = grouped_spearman(groups_x, groups_y)   # mean within-group rank correlation, with its interval
 
 Problems are the unit of resampling: every model of a comparison is evaluated on the same problems, so the
@@ -66,6 +68,50 @@ def paired_diff_ci(
     if len(a) != len(b):
         raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
     return bootstrap_ci([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None], **kw)
+
+
+def _seed_problem_mean(runs: Sequence[Sequence[float | None]], seeds: Sequence[int], problems: Sequence[int]):
+    per_seed = [mean([x for p in problems if (x := runs[s][p]) is not None]) for s in seeds]
+    return mean([m for m in per_seed if m is not None])
+
+
+def seed_problem_ci(
+    runs: Sequence[Sequence[float | None]], n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0
+) -> tuple[float | None, float | None, float | None]:
+    """(mean, lo, hi) of per-seed, per-problem values (`runs[s][p]`, None where undefined), resampling both
+    sources of noise: seeds with replacement, then problems with replacement (the same problems for every drawn
+    seed: the runs are evaluated on the same problems). With one seed it is the interval over problems alone."""
+    if not runs or len({len(r) for r in runs}) != 1:
+        raise ValueError("every seed needs a value (or None) for the same problems")
+    n_seeds, n_problems = len(runs), len(runs[0])
+    point = _seed_problem_mean(runs, range(n_seeds), range(n_problems))
+    if point is None:
+        return None, None, None
+    rng = random.Random(seed)
+    samples = []
+    for _ in range(n_boot):
+        seeds = [rng.randrange(n_seeds) for _ in range(n_seeds)]
+        problems = [rng.randrange(n_problems) for _ in range(n_problems)]
+        v = _seed_problem_mean(runs, seeds, problems)
+        if v is not None:
+            samples.append(v)
+    return (point, *_percentiles(samples, level)) if samples else (point, None, None)
+
+
+def seed_problem_diff_ci(
+    runs_a: Sequence[Sequence[float | None]], runs_b: Sequence[Sequence[float | None]], **kw: Any
+) -> tuple[float | None, float | None, float | None]:
+    """`seed_problem_ci` of a - b, paired by seed (seed s of both arms saw the same data order) and problem.
+    `runs_b` with one run (the base model) is compared with every seed of `runs_a`."""
+    if len(runs_b) == 1:
+        runs_b = list(runs_b) * len(runs_a)
+    if len(runs_a) != len(runs_b):
+        raise ValueError(f"paired runs need the same seeds, got {len(runs_a)} and {len(runs_b)}")
+    diffs = [
+        [x - y if x is not None and y is not None else None for x, y in zip(a, b, strict=True)]
+        for a, b in zip(runs_a, runs_b, strict=True)
+    ]
+    return seed_problem_ci(diffs, **kw)
 
 
 def excludes_zero(lo: float | None, hi: float | None) -> bool:
