@@ -47,6 +47,7 @@ bench-gpu:
 # of 32 completions each, then every evaluation side by side -> runs/ab_gpu/ab.{md,json,html}. Like bench-gpu it
 # needs no .venv: any python with torch, transformers, TRL and the pinned stack (../shared/gpu/prepare.sh).
 AB_GPU_DIR ?= runs/ab_gpu
+AB_ARGS ?=
 AB_GPU_ARGS ?= --max-steps 300 --save-steps 50 --parallel 9 \
 	--train-args '--use_cpu false --bf16 true --dtype bfloat16 --per_device_train_batch_size 32'
 ab-gpu:

@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -18,6 +19,7 @@ from atmanrl.stats import (
     ranks,
     seed_problem_ci,
     seed_problem_diff_ci,
+    seeds_agree,
     spearman,
 )
 
@@ -280,3 +282,40 @@ def test_one_run_at_a_time_goes_seed_by_seed_with_a_report_after_each(tmp_path, 
     assert reports == [(0,), (0, 1)]  # the caller writes the full report after the last seed
     # seed 0's runs are trained and evaluated before seed 1 trains
     assert calls[:5] == ["train", "train", "eval", "eval", "eval"] and calls[5] == "train"
+
+
+def test_a_folder_is_resumed_only_with_its_own_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(ab, "_cli", lambda argv, log, threads=None: None)
+    monkeypatch.setattr(ab, "score_rollouts", lambda cfg, model, report: None)
+    first = ABConfig(output=str(tmp_path), seeds=(0,), arms=("outcome", "atmanrl"), eval_level=1, max_steps=2)
+    ab.main(first)
+    with pytest.raises(UserError, match="eval_level: 1 there, 5 now"):
+        ab.main(replace(first, eval_level=5))
+    ab.main(replace(first, seeds=(0, 1), n_boot=10))  # more seeds, another report: the same experiment
+    with pytest.raises(UserError, match="distinct seeds"):
+        ABConfig(output=str(tmp_path), seeds=(0, 0)).validate()
+    with pytest.raises(UserError, match="level"):
+        ABConfig(output=str(tmp_path), eval_level=9).validate()
+
+
+def test_a_failed_run_side_by_side_starts_no_queued_one_and_is_named(tmp_path):
+    started = []
+
+    def fn(job):
+        started.append(job)
+        if job == 0:
+            raise UserError("run 0 failed: see logs/train-0.log")
+
+    cfg = ABConfig(output=str(tmp_path), parallel=2)
+    with pytest.raises(UserError, match="train-0.log"):
+        ab._each(cfg, list(range(40)), fn)
+    assert len(started) < 40
+
+
+def test_a_difference_whose_seeds_disagree_is_no_effect():
+    up = [[1.0] * 50, [1.0] * 50, [1.0] * 50]
+    mixed = [[3.0] * 50, [3.0] * 50, [-1.0] * 50]  # mean +1.67, but one seed goes the other way
+    zero = [[0.0] * 50] * 3
+    assert seeds_agree(up, zero) is True and seeds_agree(mixed, zero) is False
+    assert seeds_agree(up[:1], zero[:1]) is None  # one seed: nothing to agree on
+    assert seeds_agree(up, [zero[0]]) is True  # the base model, one run against every seed

@@ -4,7 +4,7 @@
     atmanrl ab --arms outcome,atmanrl --seeds 0 --max-steps 10 --output runs/ab_small
     make ab-gpu                                       # every run side by side on one GPU, 300 steps x 32 completions
 
-1. trains both recipes once per seed (`atmanrl train RECIPE --seed S --max_steps N --resume true`); a finished
+1. trains every arm's recipe once per seed (`atmanrl train RECIPE --seed S --max_steps N --resume true`); a finished
    run (OUT/runs/ARM-sSEED/ab_done.json) is reused, an interrupted one resumes from its last checkpoint;
 2. evaluates the base model and every run on the same held-out problems (`atmanrl eval`, adding mistakes in
    `continue` mode), and scores each model's own held-out rollouts with the default saliency reward;
@@ -62,7 +62,7 @@ CURVES = (
 
 @dataclass
 class ABConfig:
-    """One A/B experiment. Both arms get the same seeds, steps, data and overrides."""
+    """One A/B experiment. Every arm gets the same seeds, steps, data and overrides."""
 
     output: str = "runs/ab"
     model: str = DEFAULT_MODEL
@@ -79,14 +79,16 @@ class ABConfig:
     eval_task: str = "arith"
     eval_level: int = 5  # arith: the level of training and of the held-out problems (5: the testbed)
     eval_limit: int = 200
-    parallel: int = 1  # runs (train, then eval) at once; >1 on a GPU, never on 2 CPU cores
+    # runs (train, then eval) at once: >1 on a GPU; on a few CPU cores processes that each spin a thread per
+    # core slow each other down many times over (docs/performance.md, threads)
+    parallel: int = 1
     eval_seed: int = 1234  # held-out problems: the same for every model, never the training seed's stream
     mistake_mode: str = "continue"
     n_boot: int = 2000
 
     def validate(self) -> None:
-        if not self.seeds:
-            raise UserError("--seeds needs at least one seed, e.g. 0,1")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"--seeds needs distinct seeds, e.g. 0,1,2; got {self.seeds}")
         if self.max_steps < 1 or self.eval_limit < 1 or self.parallel < 1:
             raise UserError(
                 f"--max-steps, --eval-limit and --parallel must be >= 1, got {self.max_steps}, "
@@ -99,16 +101,40 @@ class ABConfig:
             )
         for arm in self.arms:
             recipe_path(self.recipe(arm))  # a clear error before any work
+        from .data import get_task, task_options
+
+        get_task(
+            self.eval_task, **task_options(self.eval_task, level=self.eval_level)
+        )  # a missing level fails here, not in every run
+
+    def check_resumable(self, previous: dict) -> None:
+        """An output folder is resumed only with the settings its runs and evaluations were made with: reusing
+        a finished run of other settings would mislabel every number of the report."""
+        changed = [
+            f"{k}: {previous[k]!r} there, {v!r} now"
+            for k, v in json.loads(json.dumps(asdict(self))).items()
+            if k in previous and k not in RESUMABLE_CHANGES and previous[k] != v
+        ]
+        if changed:
+            raise UserError(
+                f"{self.output} holds an A/B made with other settings ({'; '.join(changed)}): "
+                "use another --output, or the settings it was made with"
+            )
 
     def recipe(self, arm: str) -> str:
         return getattr(self, f"{arm}_recipe")
+
+
+RESUMABLE_CHANGES = {"output", "arms", "seeds", "parallel", "n_boot"}  # more or fewer runs, or report-only
 
 
 def _cli(argv: list[str], log: Path, threads: int | None = None) -> None:
     """Run `atmanrl ARGV` in a subprocess, its output in `log`; a failure names the log."""
     console.print(f"[dim]$ atmanrl {shlex.join(argv)}  [log: {log}]")
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    env = os.environ | (
+        {"OMP_NUM_THREADS": str(threads)} if threads and "OMP_NUM_THREADS" not in os.environ else {}
+    )
     t = time.time()
     with open(log, "a") as f:
         cmd = [sys.executable, "-m", "atmanrl.cli", *argv]
@@ -120,19 +146,31 @@ def _cli(argv: list[str], log: Path, threads: int | None = None) -> None:
 
 
 def _each(cfg: ABConfig, jobs: list, fn) -> None:
-    """fn(job) for every job, `cfg.parallel` at a time; the first failure is raised once all have stopped."""
+    """fn(job) for every job, `cfg.parallel` at a time. A failure or Ctrl-C starts no queued job; every failure
+    is named once the running ones have stopped."""
     if cfg.parallel == 1:
         for job in jobs:
             fn(job)
         return
-    with ThreadPoolExecutor(cfg.parallel) as pool:
-        for future in [pool.submit(fn, job) for job in jobs]:
-            future.result()
+    pool = ThreadPoolExecutor(cfg.parallel)
+    futures = [pool.submit(fn, job) for job in jobs]
+    try:
+        for future in futures:
+            if future.exception() is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                break
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    errors = [str(f.exception()) for f in futures if not f.cancelled() and f.exception() is not None]
+    if errors:
+        raise UserError(" | ".join(errors))
 
 
 def _threads(cfg: ABConfig) -> int | None:
     """Side by side, each process gets its share of the cores (each would otherwise spin one thread per core)."""
-    return max(1, (os.cpu_count() or 1) // cfg.parallel) if cfg.parallel > 1 else None
+    return max(1, len(os.sched_getaffinity(0)) // cfg.parallel) if cfg.parallel > 1 else None
 
 
 def run_dir(cfg: ABConfig, arm: str, seed: int) -> Path:
@@ -185,7 +223,8 @@ def models(cfg: ABConfig) -> dict[str, str]:
 
 def eval_all(cfg: ABConfig) -> None:
     _each(cfg, list(models(cfg).items()), lambda job: eval_one(cfg, *job))
-    for name, model in models(cfg).items():  # in this process, one model at a time
+    # here, one model at a time: every eval process has exited, so this one has the device to itself
+    for name, model in models(cfg).items():
         report = Path(cfg.output) / "eval" / name
         if not (report / "saliency_reward.json").exists():
             score_rollouts(cfg, model, report)
@@ -247,6 +286,11 @@ def score_rollouts(cfg: ABConfig, model_path: str, report: Path) -> None:
         )
         values.update({r["id"]: float(v or 0.0) for r, v in zip(chunk, out, strict=True)})
     atomic_write_text(report / "saliency_reward.json", json.dumps(values))
+    import torch
+
+    del model, fn  # the next seed's training runs in other processes: give the device's memory back
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def main(cfg: ABConfig, report: Callable[[ABConfig], object] | None = None) -> None:
@@ -255,9 +299,15 @@ def main(cfg: ABConfig, report: Callable[[ABConfig], object] | None = None) -> N
     One run at a time (`parallel` 1), it goes seed by seed and calls `report` on the seeds finished so far after
     each, so a long A/B has a report (and results to commit) long before its last seed."""
     cfg.validate()
+    saved = Path(cfg.output) / "ab_config.json"
+    if saved.is_file():
+        cfg.check_resumable(json.loads(saved.read_text()))
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(cfg.output) / "ab_config.json", json.dumps(asdict(cfg), indent=1))
+    atomic_write_text(saved, json.dumps(asdict(cfg), indent=1))
     if cfg.parallel > 1:
+        from .models import resolve_model_path
+
+        resolve_model_path(cfg.model)  # an embedded model is de-quantised once here, not by every run at once
         train_all(cfg)
         eval_all(cfg)
         return

@@ -20,7 +20,7 @@ from .evaluate import area_over_curve, pass_at_k
 from .heatmap import page
 from .io import atomic_write_text
 from .report import esc, png, table
-from .stats import excludes_zero, mean, seed_problem_ci, seed_problem_diff_ci
+from .stats import excludes_zero, mean, seed_problem_ci, seed_problem_diff_ci, seeds_agree
 
 
 def per_problem(
@@ -113,7 +113,9 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
                 m[f"{arm}-s{s}"] = mean([v for v in evals[f"{arm}-s{s}"][key].values() if v is not None])
         for a, b in pairs:
             d, lo, hi = seed_problem_diff_ci(runs[a], runs[b], **kw)
-            m[f"{a}-{b}"] = {"diff": d, "lo": lo, "hi": hi, "excludes_0": excludes_zero(lo, hi)}
+            agree = seeds_agree(runs[a], runs[b])
+            m[f"{a}-{b}"] = {"diff": d, "lo": lo, "hi": hi, "seeds_agree": agree}
+            m[f"{a}-{b}"]["excludes_0"] = excludes_zero(lo, hi) and agree is not False
         ref = m[baseline]["mean"]
         for a in arms[1:]:
             d = m[f"{a}-{baseline}"]["diff"]
@@ -134,6 +136,21 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
         for arm in arms
     }
     return result
+
+
+def _diff(d: dict[str, Any]) -> str:
+    """A difference with its interval, marked where the seeds' own differences disagree in sign."""
+    return _ci(d) + (" (seeds disagree)" if d.get("seeds_agree") is False else "")
+
+
+def interval_note(result: dict[str, Any]) -> str:
+    n = len(result["config"]["seeds"])
+    if n == 1:
+        return "mean [95% bootstrap interval over problems; one seed, so seed-to-seed noise is not in it]"
+    return (
+        f"mean [95% bootstrap interval resampling the {n} seeds, then problems within them]; a difference "
+        "counts as an effect only if its interval excludes 0 and every seed's own difference has its sign"
+    )
 
 
 def _ci(m: dict[str, Any] | None) -> str:
@@ -202,14 +219,14 @@ def markdown(result: dict[str, Any]) -> str:
             for a in others
         ]
         cells = [m["label"], _ci(m["base"]), *(_ci(m[a]) for a in arms)]
-        cells += [_ci(m[f"{a}-{baseline}"]) for a in others] + [paper, *same]
+        cells += [_diff(m[f"{a}-{baseline}"]) for a in others] + [paper, *same]
         lines.append("| " + " | ".join(cells) + " |")
     return (
         "Table 1 view (relative change against "
         + baseline
         + "):\n\n"
         + table1(result)
-        + "\n\nEvery metric: mean [95% interval, resampling seeds then problems]:\n\n"
+        + f"\n\nEvery metric: {interval_note(result)}:\n\n"
         + "\n".join(lines)
         + "\n\nPer seed:\n\n"
         + per_seed_table(result)
@@ -263,7 +280,7 @@ def render(result: dict[str, Any]) -> str:
         for pair in pairs:
             d = m[pair]
             cls = "" if not d["excludes_0"] else ("up" if d["diff"] > 0 else "down")
-            cells.append((esc(_ci(d)), cls))
+            cells.append((esc(_diff(d)), cls))
         rows.append(cells)
     cfg = result["config"]
     body = (
@@ -272,9 +289,9 @@ def render(result: dict[str, Any]) -> str:
         f"{esc(cfg['max_steps'])} steps per run.</p><h2>Table 1 view</h2><p>The paper's columns (spaCy shares, "
         f"pass@k); in brackets the change relative to {esc(baseline)}.</p>"
         + table(*_split(table1(result)))
-        + "<h2>Every metric</h2><p>Mean [95% bootstrap interval, resampling seeds, then problems within "
-        "them]; an arm's value is the mean over its seeds. A difference pairs seeds and problems and is coloured "
-        "only when its interval excludes 0.</p>"
+        + f"<h2>Every metric</h2><p>{esc(interval_note(result).capitalize())}. An arm's value is the mean "
+        "over its seeds; a difference pairs seeds and problems and is coloured only when it counts as an "
+        "effect.</p>"
         + table(header, rows)
         + "<h2>Per seed</h2>"
         + table(*_split(per_seed_table(result)))

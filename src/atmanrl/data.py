@@ -459,8 +459,9 @@ class ArithLevel:
     low: int
     high: int
     ops: str  # subset of "+-*"
-    # Train and test draw from disjoint parts of the problem space (a hash of the question), so no test problem
-    # is ever a training problem, whatever the seeds. Levels 1-4 keep their streams: committed results use them.
+    # Train and test draw from disjoint sets of questions (a hash of the text), so no held-out question is ever
+    # trained on, whatever the seeds; the same sum can recur under another name. Levels 1-4 keep their
+    # streams: committed results use them.
     disjoint_splits: bool = False
 
 
@@ -473,10 +474,11 @@ ARITH_LEVELS: dict[int, ArithLevel] = {
     # greedy accuracy is mid-range with it and near 0 when made to answer without it.
     5: ArithLevel(steps=1, low=1, high=20, ops="+-", disjoint_splits=True),
 }
-TEST_SHARE = 4  # disjoint_splits: one question hash in TEST_SHARE is a test problem
+TEST_SHARE = 4  # disjoint_splits: a quarter of all questions are kept for testing
 
 
 def in_test_part(question: str) -> bool:
+    """disjoint_splits: whether a question belongs to the test part (CRC-32, stable across runs and platforms)."""
     return zlib.crc32(question.encode()) % TEST_SHARE == 0
 
 

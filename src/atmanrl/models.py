@@ -70,11 +70,16 @@ def materialize_embedded(alias: str = DEFAULT_MODEL) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / _READY).write_text(str(gguf) + "\n")
-        if target.exists():  # a stale, incomplete folder from an interrupted run
-            import shutil
+        import shutil
 
+        if target.exists() and not (target / _READY).is_file():  # stale: an interrupted run's folder
             shutil.rmtree(target)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process (side-by-side runs) finished first: keep its folder
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / _READY).is_file():
+                raise
     console.print(f"[green]Saved {alias} to {target}")
     return target
 
