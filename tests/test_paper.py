@@ -338,3 +338,21 @@ def test_spacy_tagging_on_hand_labelled_sentences():
     assert token_category(_tok("the", "DET", stop=True), tagger=True) == "stop"
     with pytest.raises(UserError, match="source"):
         spacy_shares(["x"], source="nope")
+
+
+def test_without_spacy_auto_goes_on_without_shares_and_a_named_source_fails(monkeypatch, caplog):
+    """A bare GPU machine has no spaCy: `eval` and `ab` still run, and say what is missing."""
+    import sys
+
+    from atmanrl.composition import load_nlp
+
+    load_nlp.cache_clear()
+    monkeypatch.setitem(sys.modules, "spacy", None)  # `import spacy` raises ImportError
+    try:
+        shares = spacy_shares(["3 + 4 = 7"], source="auto")
+        assert shares["source"] == "none" and shares["number_share"] is None
+        assert "spaCy is not installed" in caplog.text
+        with pytest.raises(UserError, match="pip install spacy"):
+            spacy_shares(["x"], source="lexical")
+    finally:
+        load_nlp.cache_clear()

@@ -18,8 +18,11 @@ Sources: "tagger" uses a trained English pipeline (`en_core_web_sm`, installed f
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from typing import TYPE_CHECKING, Any
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # a tokenizer is passed in; this module never imports transformers
     from transformers import PreTrainedTokenizerBase
@@ -33,13 +36,22 @@ MATH = frozenset("+*/=<>^×÷")
 
 @functools.cache
 def load_nlp(source: str = "auto", model: str = TAGGER) -> tuple[Any, str]:
-    """(spaCy pipeline, the source it gives: "tagger" or "lexical")."""
-    import spacy
-
+    """(spaCy pipeline, the source it gives: "tagger" or "lexical"); (None, "none") for `auto` without spaCy."""
     from .errors import UserError
 
     if source not in SOURCES:
         raise UserError(f"composition source must be one of {'|'.join(SOURCES)}, got {source!r}")
+    try:
+        import spacy
+    except ImportError as e:
+        if source != "auto":
+            raise UserError(
+                f"the {source} composition needs spaCy: pip install spacy (or --composition auto)"
+            ) from e
+        # a bare GPU machine has no spaCy: the run goes on, and the shares can be computed later from the
+        # saved CoTs (`atmanrl ab` recomputes them where it writes its report)
+        log.warning("spaCy is not installed: no spaCy token shares (pip install spacy)")
+        return None, "none"
     if source in ("auto", "tagger"):
         try:
             return spacy.load(model, exclude=["parser", "ner", "lemmatizer"]), "tagger"
@@ -71,6 +83,14 @@ def token_category(token: Any, tagger: bool) -> str:
 def spacy_shares(texts: list[str], source: str = "auto", model: str = TAGGER) -> dict[str, Any]:
     """Number, stop-word and symbol shares of the spaCy tokens of `texts` (pooled), with the source used."""
     nlp, used = load_nlp(source, model)
+    if nlp is None:
+        return {
+            "source": used,
+            "tokens": 0,
+            "number_share": None,
+            "stop_word_share": None,
+            "symbol_share": None,
+        }
     counts = {"number": 0, "symbol": 0, "stop": 0, "word": 0}
     for doc in nlp.pipe(texts):
         for tok in doc:
