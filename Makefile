@@ -49,7 +49,7 @@ bench-gpu:
 AB_GPU_DIR ?= runs/ab_gpu
 AB_ARGS ?=
 AB_GPU_ARGS ?= --max-steps 300 --save-steps 50 --parallel 9 \
-	--train-args '--use_cpu false --bf16 true --dtype bfloat16 --per_device_train_batch_size 32'
+	--train-args '--use_cpu false --bf16 true --dtype bfloat16 --per_device_train_batch_size 32 --report_to none'
 ab-gpu:
 	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} ATMANRL_NO_PROGRESS=1 $(BENCH_PY) -m atmanrl.cli ab \
 	--output $(AB_GPU_DIR) $(AB_GPU_ARGS) $(AB_ARGS)

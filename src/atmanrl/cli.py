@@ -432,11 +432,12 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int], str, str]] = {
     "ab": (
         ABCommand,
         cmd_ab,
-        "outcome-only GRPO vs AtManRL: train both per seed, evaluate, one report with 95%% intervals",
-        "Train the outcome-only and the AtManRL recipe with the same seeds, data and budget, evaluate the base "
-        "model and every run on the same held-out problems, and write OUT/ab.html and OUT/ab.json (bootstrap "
-        "95% intervals over problems, paired differences, training curves). Finished runs and evaluations are "
-        "reused; interrupted runs resume.",
+        "outcome-only GRPO vs AtManRL (ours, the paper's): train every arm per seed, evaluate, one report",
+        "Train every arm (default: outcome, atmanrl, paper) with the same seeds, data and budget on arith level 5, "
+        "evaluate the base model and every run on the same held-out problems, and write OUT/ab.html, OUT/ab.md "
+        "and OUT/ab.json (95% intervals over seeds and problems, paired differences, a per-seed table, training "
+        "curves; docs/results.md). Finished runs and evaluations are reused; interrupted runs resume; a folder "
+        "made with other settings is refused.",
     ),
 }
 

@@ -315,7 +315,7 @@ class ABCommand:
     output: str = option("runs/ab", "output folder (default: %(default)s)", aliases=("-o",), metavar="OUT")
     model: str = option(
         DEFAULT_MODEL,
-        "base model for both arms (default: %(default)s)",
+        "base model of every arm (default: %(default)s)",
         aliases=("--model-name-or-path", "--model_name_or_path"),
     )
     arms: str = option(
