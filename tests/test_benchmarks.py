@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import planted  # noqa: E402
 import reward_validity  # noqa: E402
+import testbed  # noqa: E402
 
 
 def test_reward_validity_builds_correct_completions_of_every_kind(tokenizer, shared_data):
@@ -207,3 +208,29 @@ def test_reward_mask_options_fail_early_naming_the_flag(capsys):
             run.reward_mask_options(parser, "--saliency-options", text, one=True)
         err = capsys.readouterr().err
         assert "--saliency-options" in err and says in err
+
+
+def test_the_testbed_measure_scores_the_forced_answer_against_the_gold(tokenizer, monkeypatch):
+    """A fake model that answers right only when the answer line is forced right after the prompt, and writes a
+    CoT with a wrong answer otherwise: without-CoT accuracy 1, with-CoT 0, no group mixed."""
+    from types import SimpleNamespace
+
+    task = get_task("arith", level=5)
+    exs = task.load(split="test", limit=4, seed=1234)
+
+    def fake_sample(model, tok, contexts, cfg, max_new_tokens, description):
+        outs = []
+        for c in contexts:
+            ex = next(e for e in exs if e.question in c)
+            forced = c.rstrip().endswith("####")
+            outs.append(ex.gold if forced else f"I guess.\n#### {int(ex.gold) + 1}")
+        return outs
+
+    monkeypatch.setattr(testbed, "sample", fake_sample)
+    args = SimpleNamespace(
+        problems=4, seed=1234, batch_size=4, temperature=0.7, answer_tokens=3, group=2, group_problems=2
+    )
+    r = testbed.measure(None, tokenizer, 5, args)
+    assert r["without_cot_greedy"]["mean"] == 1.0 and r["without_cot_sampled"]["mean"] == 1.0
+    assert r["with_cot_greedy"]["mean"] == 0.0 and r["with_cot_sampled"]["mean"] == 0.0
+    assert r["groups_mixed"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 2}
