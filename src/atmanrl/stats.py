@@ -99,20 +99,27 @@ def seed_problem_ci(
     return (point, *_percentiles(samples, level)) if samples else (point, None, None)
 
 
+def _paired(
+    runs_a: Sequence[Sequence[float | None]], runs_b: Sequence[Sequence[float | None]]
+) -> list[list[float | None]]:
+    """a - b per seed and problem (None where either is undefined); one run in `runs_b` (the base model) is
+    paired with every seed of `runs_a`."""
+    if len(runs_b) == 1:
+        runs_b = list(runs_b) * len(runs_a)
+    if len(runs_a) != len(runs_b):
+        raise ValueError(f"paired runs need the same seeds, got {len(runs_a)} and {len(runs_b)}")
+    return [
+        [x - y if x is not None and y is not None else None for x, y in zip(a, b, strict=True)]
+        for a, b in zip(runs_a, runs_b, strict=True)
+    ]
+
+
 def seed_problem_diff_ci(
     runs_a: Sequence[Sequence[float | None]], runs_b: Sequence[Sequence[float | None]], **kw: Any
 ) -> tuple[float | None, float | None, float | None]:
     """`seed_problem_ci` of a - b, paired by seed (seed s of every arm starts from the same seed) and problem.
     `runs_b` with one run (the base model) is compared with every seed of `runs_a`."""
-    if len(runs_b) == 1:
-        runs_b = list(runs_b) * len(runs_a)
-    if len(runs_a) != len(runs_b):
-        raise ValueError(f"paired runs need the same seeds, got {len(runs_a)} and {len(runs_b)}")
-    diffs = [
-        [x - y if x is not None and y is not None else None for x, y in zip(a, b, strict=True)]
-        for a, b in zip(runs_a, runs_b, strict=True)
-    ]
-    return seed_problem_ci(diffs, **kw)
+    return seed_problem_ci(_paired(runs_a, runs_b), **kw)
 
 
 def seeds_agree(
@@ -121,16 +128,12 @@ def seeds_agree(
     """Whether every seed's own mean difference a - b has the same sign (None with one seed). A percentile
     bootstrap over 3 seeds draws all three the same about 1 time in 9, so its seed part is narrow; a difference
     whose seeds disagree in sign is not called an effect, whatever its interval."""
-    if len(runs_b) == 1:
-        runs_b = list(runs_b) * len(runs_a)
-    per_seed = [
-        mean([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None])
-        for a, b in zip(runs_a, runs_b, strict=True)
-    ]
-    signs = {d > 0 for d in per_seed if d is not None and d != 0}
     if len(runs_a) < 2:
         return None
-    return len(signs) == 1 and all(d is not None and d != 0 for d in per_seed)
+    per_seed = [mean([d for d in run if d is not None]) for run in _paired(runs_a, runs_b)]
+    if any(d is None or d == 0 for d in per_seed):
+        return False
+    return len({d > 0 for d in per_seed}) == 1
 
 
 def excludes_zero(lo: float | None, hi: float | None) -> bool:
