@@ -165,14 +165,20 @@ def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokeni
             r["pass_correct"] = 2
         _fake_eval(tmp_path / "eval" / name, rows, {})
         (tmp_path / "eval" / name / "metrics.json").write_text(
-            json.dumps({"pass_at_k": {"k": 4, "samples": 4}})
+            json.dumps({"pass_at_k": {"k": 4, "samples": 4}, "meta": {"total_seconds": 1800.0}})
         )
+    (ab.run_dir(cfg, "paper", 0) / "ab_done.json").write_text("{}")  # written by an older atmanrl: no seconds
     result = analyse(cfg)
     m = result["metrics"]
     assert result["arms"] == ["outcome", "atmanrl", "paper"] and "paper-outcome" in m["cot_tokens"]
     assert m["pass_at_k"]["paper"]["mean"] == 1.0
     assert m["spacy_stop_word_share"]["paper-outcome"]["diff"] > 0
     assert "| paper |" in markdown(result) and "pass@4" in markdown(result)
+    cost = result["seconds"]
+    assert cost["eval"] == {name: 1800.0 for name in ("base", "outcome-s0", "atmanrl-s0", "paper-s0")}
+    assert cost["train"]["outcome-s0"] >= 0 and cost["train"]["paper-s0"] is None
+    assert "evaluation 2.0 h over 4 runs (mean 30 min)" in markdown(result)
+    assert "training 0.0 h over 2 runs" in markdown(result)
 
 
 def test_finished_runs_are_reused_and_unfinished_ones_resume(tmp_path, monkeypatch):

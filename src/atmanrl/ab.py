@@ -208,8 +208,11 @@ def train_one(cfg: ABConfig, arm: str, seed: int) -> None:
         *cfg.overrides,
     ]
     console.rule(f"[bold cyan]train {arm}, seed {seed}")
+    t0 = time.perf_counter()
     _cli(argv, Path(cfg.output) / "logs" / f"train-{arm}-s{seed}.log", _threads(cfg))
-    atomic_write_text(done, json.dumps({"argv": argv, "finished": time.time()}))
+    # wall time of this call: a resumed run reports only its last part (the report says so)
+    seconds = time.perf_counter() - t0
+    atomic_write_text(done, json.dumps({"argv": argv, "finished": time.time(), "seconds": seconds}))
 
 
 def models(cfg: ABConfig) -> dict[str, str]:

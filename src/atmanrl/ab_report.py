@@ -76,6 +76,45 @@ def curves(path: Path) -> list[dict[str, Any]]:
     return json.loads(state.read_text())["log_history"] if state is not None and state.exists() else []
 
 
+def _seconds(path: Path, read) -> float | None:
+    try:
+        value = read(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):  # missing, or written by an older atmanrl
+        return None
+    return float(value) if value is not None else None
+
+
+def costs(cfg: ABConfig) -> dict[str, dict[str, float | None]]:
+    """Wall seconds of every training run (ab_done.json) and evaluation (metrics.json): what sizing needs.
+
+    A resumed run counts only its last part; the saliency scoring of the rollouts is not in them."""
+    return {
+        "train": {
+            f"{arm}-s{s}": _seconds(run_dir(cfg, arm, s) / "ab_done.json", lambda d: d.get("seconds"))
+            for s in cfg.seeds
+            for arm in cfg.arms
+        },
+        "eval": {
+            name: _seconds(
+                Path(cfg.output) / "eval" / name / "metrics.json", lambda d: d["meta"]["total_seconds"]
+            )
+            for name in models(cfg)
+        },
+    }
+
+
+def cost_line(result: dict[str, Any]) -> str:
+    """One line of what the A/B cost, from the runs that recorded it."""
+    parts = []
+    for what, label in (("train", "training"), ("eval", "evaluation")):
+        known = [v for v in result.get("seconds", {}).get(what, {}).values() if v is not None]
+        if known:
+            parts.append(
+                f"{label} {sum(known) / 3600:.1f} h over {len(known)} runs (mean {mean(known) / 60:.0f} min)"
+            )
+    return "Cost (wall time): " + "; ".join(parts) + "." if parts else ""
+
+
 def analyse(cfg: ABConfig) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -126,6 +165,7 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
                 )
         metrics[key] = m
     result["metrics"] = metrics
+    result["seconds"] = costs(cfg)
     result["curves"] = {
         f"{arm}-s{s}": [
             {k: h[k] for k in ("step", *CURVES) if k in h}
@@ -230,6 +270,7 @@ def markdown(result: dict[str, Any]) -> str:
         + "\n".join(lines)
         + "\n\nPer seed:\n\n"
         + per_seed_table(result)
+        + (f"\n\n{cost_line(result)}" if cost_line(result) else "")
     )
 
 
