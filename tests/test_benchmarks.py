@@ -234,3 +234,25 @@ def test_the_testbed_measure_scores_the_forced_answer_against_the_gold(tokenizer
     assert r["without_cot_greedy"]["mean"] == 1.0 and r["without_cot_sampled"]["mean"] == 1.0
     assert r["with_cot_greedy"]["mean"] == 0.0 and r["with_cot_sampled"]["mean"] == 0.0
     assert r["groups_mixed"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 2}
+
+
+def test_the_ab_doc_tables_cite_what_the_result_file_says():
+    import re
+
+    import ab_doc_table
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "benchmarks/results/ab_three_arms_short.json").read_text())
+    text = ab_doc_table.tables(result, "x.json")
+    cites = re.findall(r"\[([−+-]?\d+\.\d+)\]\(x\.json#(/[^)]+)\)", text)
+    assert len(cites) > 100
+    for printed, ptr in cites:
+        value = result
+        for part in ptr.lstrip("/").split("/"):
+            value = value[part]
+        assert abs(float(printed.replace("−", "-")) - value) <= 0.5 * 10 ** -len(printed.split(".")[1]) + 1e-9
+    assert "| paper | " in text and "Per seed" in text
+    # an interval that excludes 0 with the seeds agreeing is bold; a difference whose seeds disagree says so
+    assert "**" in text
+    result["metrics"]["accuracy"]["paper-outcome"]["seeds_agree"] = False
+    assert "(seeds disagree)" in ab_doc_table.tables(result, "x.json")
