@@ -174,6 +174,8 @@ def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokeni
     assert m["pass_at_k"]["paper"]["mean"] == 1.0
     assert m["spacy_stop_word_share"]["paper-outcome"]["diff"] > 0
     assert "| paper |" in markdown(result) and "pass@4" in markdown(result)
+    # outcome's CoTs have no stop word: no ratio against 0; the paper's -0.4% on pass@4 keeps its decimal
+    assert m["spacy_stop_word_share"]["paper-relative"] is None and "-0.4%" in markdown(result)
     cost = result["seconds"]
     assert cost["eval"] == {name: 1800.0 for name in ("base", "outcome-s0", "atmanrl-s0", "paper-s0")}
     assert cost["train"]["outcome-s0"] >= 0 and cost["train"]["paper-s0"] is None

@@ -76,6 +76,14 @@ def curves(path: Path) -> list[dict[str, Any]]:
     return json.loads(state.read_text())["log_history"] if state is not None and state.exists() else []
 
 
+MIN_BASE = 0.005  # the smallest baseline value a relative change is given against
+
+
+def percent(x: float) -> str:
+    """A relative change as a signed percentage, with a decimal where it is under one percent (the paper's -0.4%)."""
+    return f"{x:+.1%}" if abs(x) < 0.01 else f"{x:+.0%}"
+
+
 def _seconds(path: Path, read) -> float | None:
     try:
         value = read(json.loads(path.read_text()))
@@ -158,7 +166,10 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
         ref = m[baseline]["mean"]
         for a in arms[1:]:
             d = m[f"{a}-{baseline}"]["diff"]
-            m[f"{a}-relative"] = d / ref if d is not None and ref else None
+            # against a baseline near 0 (a share the baseline drove to nothing) a ratio is meaningless: no value
+            m[f"{a}-relative"] = (
+                d / ref if d is not None and ref is not None and abs(ref) >= MIN_BASE else None
+            )
             if paper is not None:
                 m[f"{a}-same_direction_as_paper"] = (
                     m[f"{a}-{baseline}"]["excludes_0"] and d is not None and (d > 0) == (paper > 0)
@@ -225,7 +236,7 @@ def table1(result: dict[str, Any]) -> str:
             text = "–" if v is None else f"{v * scale:.1f}"
             rel = m.get(f"{arm}-relative")
             if arm not in ("base", baseline) and rel is not None:
-                text += f" ({rel:+.0%})"
+                text += f" ({percent(rel)})"
             cells.append(text)
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -253,7 +264,7 @@ def markdown(result: dict[str, Any]) -> str:
     head += [f"{a}: same way, CI excludes 0" for a in others]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in result["metrics"].values():
-        paper = "–" if m["paper_relative"] is None else f"{m['paper_relative']:+.0%}"
+        paper = "–" if m["paper_relative"] is None else percent(m["paper_relative"])
         same = [
             "–" if m["paper_relative"] is None else ("yes" if m[f"{a}-same_direction_as_paper"] else "no")
             for a in others
@@ -264,7 +275,7 @@ def markdown(result: dict[str, Any]) -> str:
     return (
         "Table 1 view (relative change against "
         + baseline
-        + "):\n\n"
+        + f"; none where its value is under {MIN_BASE}):\n\n"
         + table1(result)
         + f"\n\nEvery metric: {interval_note(result)}:\n\n"
         + "\n".join(lines)
