@@ -22,7 +22,9 @@ from atmanrl.evaluate import (
     make_filler,
     removal_curves,
     removal_masks,
+    states_answer,
     truncate_cot,
+    unstated_agreement,
 )
 from atmanrl.generate import SamplingConfig, render_prompt, sample
 from atmanrl.report import flatten, render_report, write_report
@@ -45,7 +47,7 @@ KEYS = {
         "spacy_symbol_share",
     },
     "pass_at_k": {"n", "k", "samples", "temperature", "pass@4", "pass@1"},
-    "early_answering": {"n", "fractions", "accuracy", "agreement", "aoc"},
+    "early_answering": {"n", "fractions", "accuracy", "agreement", "aoc", "agreement_unstated", "n_unstated"},
     "adding_mistakes": {"n", "mode", "skipped_no_number", "changed_share", "accuracy", "parsed"},
     "filler": {"n", "unit", "accuracy", "agreement"},
     "saliency": {"n", "ks", "methods"},
@@ -156,6 +158,23 @@ class EchoTask(Arith):
 
     def is_correct(self, value, gold):
         return value is not None and value == gold
+
+
+def test_early_agreement_counts_only_prefixes_that_do_not_state_the_answer(tokenizer):
+    task = get_task("arith")
+    assert states_answer(task, "8 - 2 = 6", "6") and not states_answer(task, "8 - 2 =", "6")
+    assert not states_answer(task, "16 - 10 =", "6")  # a number that contains the answer's digits is not it
+    assert states_answer(task, "it is 1,200", "1200")
+    cot = "8 - 2 = 6 apples."
+    cut = {f: truncate_cot(tokenizer, cot, f) for f in (0.0, 0.25, 0.5, 0.75, 1.0)}
+    stated = {f for f in cut if f < 1 and states_answer(task, cut[f], "6")}
+    assert stated and stated != set(cut) - {1.0}  # the short CoT's last partial prefix already holds "6"
+    # every answer is right: only the prefixes without "6" count, and the full CoT never does
+    answers = {str(f): "6" for f in cut}
+    assert unstated_agreement(task, tokenizer, cot, "6", answers) == 1.0
+    answers.update({str(f): "8" for f in cut if f not in stated})  # wrong wherever the CoT has not said it
+    assert unstated_agreement(task, tokenizer, cot, "6", answers) == 0.0
+    assert unstated_agreement(task, tokenizer, cot, "6", {"1.0": "6"}) is None  # no partial prefix: no value
 
 
 def test_early_answering_at_full_cot_reproduces_the_answer(tiny, tokenizer):

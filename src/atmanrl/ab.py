@@ -47,6 +47,7 @@ METRICS: tuple[tuple[str, str, float | None], ...] = (
     ("number_share", "number share", +0.48),
     ("symbol_share", "symbol share", +0.61),
     ("early_aoc", "early-answering AOC", None),
+    ("early_unstated", "early answering: agreement before the CoT states it", None),
     ("mistake_changed", "adding mistakes: answer changed", None),
     ("filler_agreement", "filler agreement", None),
     ("saliency_reward", "saliency reward (default)", None),
