@@ -43,12 +43,12 @@ BENCH_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 bench-gpu:
 	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} ATMANRL_NO_PROGRESS=1 $(BENCH_PY) benchmarks/gpu.py $(BENCH_ARGS)
 
-# The A/B on one GPU (docs/results.md): 3 arms x 3 seeds, every run side by side in its own process, 300 steps
+# The A/B on one GPU (docs/results.md): 4 arms x 3 seeds, every run side by side in its own process, 300 steps
 # of 32 completions each, then every evaluation side by side -> runs/ab_gpu/ab.{md,json,html}. Like bench-gpu it
 # needs no .venv: any python with torch, transformers, TRL and the pinned stack (../shared/gpu/prepare.sh).
 AB_GPU_DIR ?= runs/ab_gpu
 AB_ARGS ?=
-AB_GPU_ARGS ?= --max-steps 300 --save-steps 50 --parallel 9 \
+AB_GPU_ARGS ?= --max-steps 300 --save-steps 50 --parallel 12 \
 	--train-args '--use_cpu false --bf16 true --dtype bfloat16 --per_device_train_batch_size 32 --report_to none'
 ab-gpu:
 	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} ATMANRL_NO_PROGRESS=1 $(BENCH_PY) -m atmanrl.cli ab \

@@ -32,9 +32,14 @@ def interval(m: dict, key: str, link: str, ptr: str, digits: int) -> str:
 
 def tables(result: dict, link: str) -> str:
     metrics, arms, base = result["metrics"], result["arms"], result["baseline"]
-    others = arms[1:]
+    refs = result.get("references") or {a: base for a in arms[1:]}
+    pairs = result.get("comparisons") or [f"{a}-{base}" for a in arms[1:]]
     digits = {"cot_tokens": 1}
-    out = ["Table 1 view: mean over seeds (relative change against " + base + "):", ""]
+    own = ", ".join(f"{a} against {r}" for a, r in refs.items() if r != base)
+    out = [
+        f"Table 1 view: mean over seeds (relative change against {base}" + (f"; {own}" if own else "") + "):"
+    ]
+    out.append("")
     out += [
         "| arm | " + " | ".join(metrics[k]["label"] for k in TABLE1) + " |",
         "|---|" + "---|" * len(TABLE1),
@@ -44,19 +49,19 @@ def tables(result: dict, link: str) -> str:
         for k in TABLE1:
             d = digits.get(k, 3)
             cell = cite(metrics[k][arm]["mean"], link, f"/metrics/{k}/{arm}/mean", d)
-            if arm in others and metrics[k].get(f"{arm}-relative") is not None:
+            if arm in refs and metrics[k].get(f"{arm}-relative") is not None:
                 cell += f" ({cite(metrics[k][f'{arm}-relative'], link, f'/metrics/{k}/{arm}-relative', 2)})"
             cells.append(cell)
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
-    head = ["metric", "base", *arms, *(f"{a} − {base}" for a in others)]
+    head = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs)]
     out += ["", "Every metric, mean [95% interval over seeds, then problems]:", ""]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, m in metrics.items():
         d = digits.get(k, 3)
         cells = [m["label"]] + [interval(m[a], "mean", link, f"/metrics/{k}/{a}", d) for a in ["base", *arms]]
-        for a in others:
-            pair = m[f"{a}-{base}"]
-            cell = interval(pair, "diff", link, f"/metrics/{k}/{a}-{base}", d)
+        for p in pairs:
+            pair = m[p]
+            cell = interval(pair, "diff", link, f"/metrics/{k}/{p}", d)
             if pair.get("seeds_agree") is False:
                 cell += " (seeds disagree)"
             elif pair.get("excludes_0"):

@@ -133,17 +133,11 @@ def test_analyse_pairs_problems_and_marks_the_papers_directions(tmp_path, tokeni
     assert "| atmanrl |" in markdown(result) and "tokens/CoT" in markdown(result)
 
 
-def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokenizer, monkeypatch):
+def test_four_arms_train_evaluate_and_report_against_their_references(tmp_path, tokenizer, monkeypatch):
     calls = []
     monkeypatch.setattr(ab, "_cli", lambda argv, log, threads=None: calls.append(argv))
-    cfg = ABConfig(
-        output=str(tmp_path),
-        seeds=(0,),
-        max_steps=10,
-        arms=("outcome", "atmanrl", "paper"),
-        n_boot=100,
-        composition="lexical",
-    )
+    cfg = ABConfig(output=str(tmp_path), seeds=(0,), max_steps=10, n_boot=100, composition="lexical")
+    assert cfg.arms == ("outcome", "atmanrl", "paper", "paper_outcome")  # the default
     cfg.validate()
     ab.train_all(cfg)
     recipes = [a[1] for a in calls]
@@ -151,6 +145,7 @@ def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokeni
         "arith_outcome.yaml",
         "arith_atmanrl.yaml",
         "arith_paper.yaml",
+        "arith_paper_outcome.yaml",
     ]
     monkeypatch.setattr("atmanrl.ab_report.curves", lambda path: [])
     n = 12
@@ -159,6 +154,7 @@ def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokeni
         ("outcome-s0", "{} + 1 = {}.\n"),
         ("atmanrl-s0", "{} + 1 = {}.\n"),
         ("paper-s0", "Well, {} and one more make {} in the end.\n"),
+        ("paper_outcome-s0", "So {} + 1 = {} now.\n"),
     ):
         rows = [
             _row(i, cot.format(i, i + 1), str(i + 1), str(i + 1), ["1", "1", "1"], "1", "1") for i in range(n)
@@ -172,17 +168,30 @@ def test_three_arms_train_evaluate_and_report_against_the_first(tmp_path, tokeni
     (ab.run_dir(cfg, "paper", 0) / "ab_done.json").write_text("{}")  # written by an older atmanrl: no seconds
     result = analyse(cfg)
     m = result["metrics"]
-    assert result["arms"] == ["outcome", "atmanrl", "paper"] and "paper-outcome" in m["cot_tokens"]
+    # the paper arm is measured against its own setting's outcome-only arm, as the paper's Table 1 is
+    assert result["references"] == {
+        "atmanrl": "outcome",
+        "paper": "paper_outcome",
+        "paper_outcome": "outcome",
+    }
+    tokens = m["cot_tokens"]
+    assert {"paper-outcome", "paper-paper_outcome", "paper_outcome-outcome"} <= set(tokens)
+    assert tokens["paper-relative"] == pytest.approx(
+        tokens["paper-paper_outcome"]["diff"] / tokens["paper_outcome"]["mean"]
+    )
+    assert "paper-same_direction_as_paper" in tokens and "paper_outcome-same_direction_as_paper" not in tokens
     assert m["pass_at_k"]["paper"]["mean"] == 1.0
-    assert m["spacy_stop_word_share"]["paper-outcome"]["diff"] > 0
-    assert "| paper |" in markdown(result) and "pass@4" in markdown(result)
+    assert m["spacy_stop_word_share"]["paper-paper_outcome"]["diff"] > 0
+    text = markdown(result)
+    assert "| paper |" in text and "pass@4" in text and "paper − paper_outcome" in text
+    assert "paper vs paper_outcome: same way" in text and "paper against paper_outcome" in text
     # outcome's CoTs have no stop word: no ratio against 0; the paper's -0.4% on pass@4 keeps its decimal
-    assert m["spacy_stop_word_share"]["paper-relative"] is None and "-0.4%" in markdown(result)
+    assert m["spacy_stop_word_share"]["atmanrl-relative"] is None and "-0.4%" in text
+    assert "paper − paper_outcome" in render(result)
     cost = result["seconds"]
-    assert cost["eval"] == {name: 1800.0 for name in ("base", "outcome-s0", "atmanrl-s0", "paper-s0")}
+    assert set(cost["eval"].values()) == {1800.0} and len(cost["eval"]) == 5
     assert cost["train"]["outcome-s0"] >= 0 and cost["train"]["paper-s0"] is None
-    assert "evaluation 2.0 h over 4 runs (mean 30 min)" in markdown(result)
-    assert "training 0.0 h over 2 runs" in markdown(result)
+    assert "evaluation 2.5 h over 5 runs (mean 30 min)" in text and "training 0.0 h over 3 runs" in text
 
 
 def test_finished_runs_are_reused_and_unfinished_ones_resume(tmp_path, monkeypatch):
@@ -194,7 +203,7 @@ def test_finished_runs_are_reused_and_unfinished_ones_resume(tmp_path, monkeypat
     done.write_text("{}")
     ab.train_all(cfg)
     trained = [(a[a.index("--output_dir") + 1], a[a.index("--seed") + 1]) for a in calls]
-    assert (str(ab.run_dir(cfg, "outcome", 0)), "0") not in trained and len(trained) == 5
+    assert (str(ab.run_dir(cfg, "outcome", 0)), "0") not in trained and len(trained) == 7
     assert all(a[a.index("--resume") + 1] == "true" and a[a.index("--max_steps") + 1] == "3" for a in calls)
     assert (ab.run_dir(cfg, "atmanrl", 1) / "ab_done.json").exists()
 
@@ -255,8 +264,8 @@ def test_the_report_has_a_row_per_seed(tmp_path, tokenizer, monkeypatch):
 
 @pytest.mark.slow
 def test_the_gpu_command_runs_every_run_side_by_side_on_a_cpu(tmp_path, tiny_dir):
-    """`make ab-gpu` with a tiny configuration: 3 arms trained and evaluated two at a time in subprocesses,
-    then the report. On a GPU the same command runs 9 runs of 300 steps (docs/results.md)."""
+    """`make ab-gpu` with a tiny configuration: 4 arms trained and evaluated two at a time in subprocesses,
+    then the report. On a GPU the same command runs 12 runs of 300 steps (docs/results.md)."""
     import subprocess
     from pathlib import Path
 
@@ -271,11 +280,13 @@ def test_the_gpu_command_runs_every_run_side_by_side_on_a_cpu(tmp_path, tiny_dir
     plan = subprocess.run(
         ["make", "-n", "ab-gpu"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
-    assert "--parallel 9" in plan and "--max-steps 300" in plan and "--per_device_train_batch_size 32" in plan
+    assert (
+        "--parallel 12" in plan and "--max-steps 300" in plan and "--per_device_train_batch_size 32" in plan
+    )
     r = subprocess.run(["make", "ab-gpu", *args], cwd=root, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     result = json.loads((out / "ab.json").read_text())
-    assert result["arms"] == ["outcome", "atmanrl", "paper"] and result["n_problems"] == 2
+    assert result["arms"] == ["outcome", "atmanrl", "paper", "paper_outcome"] and result["n_problems"] == 2
     for arm in result["arms"]:
         assert (out / "runs" / f"{arm}-s0" / "ab_done.json").exists()
         assert json.loads((out / "eval" / f"{arm}-s0" / "saliency_reward.json").read_text())

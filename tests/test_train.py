@@ -50,15 +50,22 @@ def test_the_gpu_recipe_checks_pass_without_vllm_on_local_data_and_a_local_model
 
 
 def test_outcome_and_atmanrl_recipes_differ_only_in_saliency():
-    for folder in {r.parent for r in RECIPES}:
-        for a in folder.glob("*_atmanrl.yaml"):
-            x = yaml.safe_load(a.read_text())
-            y = yaml.safe_load(a.with_name(a.name.replace("atmanrl", "outcome")).read_text())
-            diff = {k for k in x.keys() | y.keys() if x.get(k) != y.get(k)}
-            assert diff <= {"rewards", "reward_weights", "output_dir"} | {
-                k for k in x if k.startswith("saliency_")
-            }
-            assert x["rewards"] == y["rewards"] + ["saliency"]
+    """Every saliency recipe has an outcome-only twin, ours and the published setting's own baseline alike."""
+    pairs = [
+        (a, a.with_name(a.name.replace("atmanrl", "outcome"))) for a in ROOT.glob("recipes/*/*_atmanrl.yaml")
+    ]
+    pairs += [
+        (a, a.with_name(a.name.replace("paper", "paper_outcome")))
+        for a in ROOT.glob("recipes/*/*_paper.yaml")
+    ]
+    assert len(pairs) == 6
+    for a, outcome in pairs:
+        x, y = yaml.safe_load(a.read_text()), yaml.safe_load(outcome.read_text())
+        diff = {k for k in x.keys() | y.keys() if x.get(k) != y.get(k)}
+        assert diff <= {"rewards", "reward_weights", "output_dir"} | {
+            k for k in x if k.startswith("saliency_")
+        }
+        assert x["rewards"] == y["rewards"] + ["saliency"], a.name
 
 
 def test_unknown_recipe_key_is_named(tmp_path):

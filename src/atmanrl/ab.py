@@ -34,7 +34,20 @@ from .io import atomic_write_text
 from .progress import console
 from .recipes import recipe_path
 
-ARMS = ("outcome", "atmanrl", "paper")  # outcome-only GRPO, atmanrl's default reward, the published setting
+# outcome-only GRPO, atmanrl's default reward, the published setting, and the published setting's own baseline
+ARMS = ("outcome", "atmanrl", "paper", "paper_outcome")
+# The paper's Table 1 compares AtManRL with "the same setting, outcome reward only": an arm listed here is also
+# compared with that arm, and its Table 1 view and paper's-direction check use it when it runs.
+OWN_BASELINE = {"paper": "paper_outcome"}
+OUTCOME_ONLY = frozenset({"outcome", "paper_outcome"})  # no saliency reward: no paper's-direction check
+
+
+def reference(arm: str, arms: tuple[str, ...] | list[str]) -> str:
+    """The arm `arm` is measured against: its own setting's outcome-only arm when it runs, else the first arm."""
+    own = OWN_BASELINE.get(arm)
+    return own if own in arms else arms[0]
+
+
 # (key, label, paper's relative change with AtManRL on GSM8K (Table 1), where it reports one)
 METRICS: tuple[tuple[str, str, float | None], ...] = (
     ("accuracy", "accuracy", None),
@@ -55,6 +68,7 @@ METRICS: tuple[tuple[str, str, float | None], ...] = (
 CURVES = (
     "reward",
     "rewards/correctness/mean",
+    "rewards/paper_outcome/mean",
     "rewards/saliency/mean",
     "completions/mean_length",
     "saliency/gap",
@@ -71,6 +85,7 @@ class ABConfig:
     outcome_recipe: str = "smollm2-135m/arith_outcome.yaml"
     atmanrl_recipe: str = "smollm2-135m/arith_atmanrl.yaml"
     paper_recipe: str = "smollm2-135m/arith_paper.yaml"
+    paper_outcome_recipe: str = "smollm2-135m/arith_paper_outcome.yaml"
     pass_k: int = 4
     composition: str = "auto"  # spaCy token shares: auto, tagger or lexical (atmanrl.composition)
     seeds: tuple[int, ...] = (0, 1, 2)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .ab import CURVES, METRICS, ABConfig, models, run_dir
+from .ab import CURVES, METRICS, OUTCOME_ONLY, ABConfig, models, reference, run_dir
 from .composition import cot_stats
 from .data import get_task, task_options
 from .evaluate import area_over_curve, pass_at_k, unstated_agreement
@@ -124,6 +124,12 @@ def cost_line(result: dict[str, Any]) -> str:
     return "Cost (wall time): " + "; ".join(parts) + "." if parts else ""
 
 
+def comparisons(arms: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """(arm, what it is compared with): every arm with the first, and an arm with its own setting's baseline."""
+    pairs = [(a, arms[0]) for a in arms[1:]]
+    return pairs + [(a, reference(a, arms)) for a in arms[1:] if reference(a, arms) != arms[0]]
+
+
 def analyse(cfg: ABConfig) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -142,13 +148,15 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
             raise ValueError(f"{name} was evaluated on other problems than the base model: rerun its eval")
     arms, baseline = list(cfg.arms), cfg.arms[0]
     groups = {"base": ["base"], **{arm: [f"{arm}-s{s}" for s in cfg.seeds] for arm in arms}}
-    pairs = [(a, baseline) for a in arms[1:]] + [(a, "base") for a in arms]
+    pairs = comparisons(arms) + [(a, "base") for a in arms]
     kw = {"n_boot": cfg.n_boot}
     result: dict[str, Any] = {
         "config": {k: v for k, v in vars(cfg).items()},
         "n_problems": len(ids),
         "arms": arms,
         "baseline": baseline,
+        "references": {a: reference(a, arms) for a in arms[1:]},
+        "comparisons": [f"{a}-{b}" for a, b in comparisons(arms)],
     }
     metrics: dict[str, Any] = {}
     for key, label, paper in METRICS:
@@ -164,16 +172,16 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
             agree = seeds_agree(runs[a], runs[b])
             m[f"{a}-{b}"] = {"diff": d, "lo": lo, "hi": hi, "seeds_agree": agree}
             m[f"{a}-{b}"]["excludes_0"] = excludes_zero(lo, hi) and agree is not False
-        ref = m[baseline]["mean"]
         for a in arms[1:]:
-            d = m[f"{a}-{baseline}"]["diff"]
-            # against a baseline near 0 (a share the baseline drove to nothing) a ratio is meaningless: no value
+            r = reference(a, arms)
+            ref, d = m[r]["mean"], m[f"{a}-{r}"]["diff"]
+            # against a reference near 0 (a share it drove to nothing) a ratio is meaningless: no value
             m[f"{a}-relative"] = (
                 d / ref if d is not None and ref is not None and abs(ref) >= MIN_BASE else None
             )
-            if paper is not None:
+            if paper is not None and a not in OUTCOME_ONLY:
                 m[f"{a}-same_direction_as_paper"] = (
-                    m[f"{a}-{baseline}"]["excludes_0"] and d is not None and (d > 0) == (paper > 0)
+                    m[f"{a}-{r}"]["excludes_0"] and d is not None and (d > 0) == (paper > 0)
                 )
         metrics[key] = m
     result["metrics"] = metrics
@@ -223,12 +231,27 @@ TABLE1 = (
 )
 
 
+def _references(result: dict[str, Any]) -> dict[str, str]:
+    arms = result["arms"]
+    return result.get("references") or {a: arms[0] for a in arms[1:]}
+
+
+def _comparisons(result: dict[str, Any]) -> list[str]:
+    return result.get("comparisons") or [f"{a}-{result['baseline']}" for a in result["arms"][1:]]
+
+
+def reference_note(result: dict[str, Any]) -> str:
+    """What each arm's relative change is against, in words."""
+    own = [f"{a} against {r}" for a, r in _references(result).items() if r != result["baseline"]]
+    return f"relative change against {result['baseline']}" + (f" ({', '.join(own)})" if own else "")
+
+
 def table1(result: dict[str, Any]) -> str:
-    """The paper's Table 1 columns for every arm (Markdown), with the relative change against the baseline arm."""
+    """The paper's Table 1 columns for every arm (Markdown), with the relative change against each arm's
+    reference (`reference_note`)."""
     k = result["config"].get("pass_k", 4)
     head = [h.replace("pass@k", f"pass@{k}") for _, h, _ in TABLE1]
     lines = ["| arm | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    baseline = result["baseline"]
     for arm in ["base", *result["arms"]]:
         cells = []
         for key, _, scale in TABLE1:
@@ -236,7 +259,7 @@ def table1(result: dict[str, Any]) -> str:
             v = m[arm]["mean"]
             text = "–" if v is None else f"{v * scale:.1f}"
             rel = m.get(f"{arm}-relative")
-            if arm not in ("base", baseline) and rel is not None:
+            if arm in _references(result) and rel is not None:
                 text += f" ({percent(rel)})"
             cells.append(text)
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
@@ -259,24 +282,23 @@ def per_seed_table(result: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The comparison as Markdown: the Table 1 view, then every metric with intervals (what docs/ quote)."""
-    arms, baseline = result["arms"], result["baseline"]
-    others = arms[1:]
-    head = ["metric", "base", *arms, *(f"{a} − {baseline}" for a in others), "paper's direction"]
-    head += [f"{a}: same way, CI excludes 0" for a in others]
+    arms, refs = result["arms"], _references(result)
+    checked = [a for a in refs if a not in OUTCOME_ONLY]
+    pairs = _comparisons(result)
+    head = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs), "paper's direction"]
+    head += [f"{a} vs {refs[a]}: same way, CI excludes 0" for a in checked]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in result["metrics"].values():
         paper = "–" if m["paper_relative"] is None else percent(m["paper_relative"])
         same = [
-            "–" if m["paper_relative"] is None else ("yes" if m[f"{a}-same_direction_as_paper"] else "no")
-            for a in others
+            "–" if m["paper_relative"] is None else ("yes" if m.get(f"{a}-same_direction_as_paper") else "no")
+            for a in checked
         ]
         cells = [m["label"], _ci(m["base"]), *(_ci(m[a]) for a in arms)]
-        cells += [_diff(m[f"{a}-{baseline}"]) for a in others] + [paper, *same]
+        cells += [_diff(m[p]) for p in pairs] + [paper, *same]
         lines.append("| " + " | ".join(cells) + " |")
     return (
-        "Table 1 view (relative change against "
-        + baseline
-        + f"; none where its value is under {MIN_BASE}):\n\n"
+        f"Table 1 view ({reference_note(result)}; none where its value is under {MIN_BASE}):\n\n"
         + table1(result)
         + f"\n\nEvery metric: {interval_note(result)}:\n\n"
         + "\n".join(lines)
@@ -287,7 +309,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def curves_figure(result: dict[str, Any]):
-    """The per-step training curves of every run (outcome blue, AtManRL red), or None without any."""
+    """The per-step training curves of every run (a colour per arm), or None without any."""
     from matplotlib.figure import Figure
 
     keys = [k for k in CURVES if any(k in h for run in result["curves"].values() for h in run)]
@@ -295,12 +317,14 @@ def curves_figure(result: dict[str, Any]):
         return None
     fig = Figure(figsize=(4.2 * len(keys), 3.2))
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
-    colors = {"outcome": "tab:blue", "atmanrl": "tab:red", "paper": "tab:green"}
+    colors = {"outcome": "tab:blue", "atmanrl": "tab:red", "paper": "tab:green", "paper_outcome": "tab:olive"}
     for ax, key in zip(axes, keys, strict=True):
         for name, run in result["curves"].items():
             pts = [(h["step"], h[key]) for h in run if key in h]
             if pts:
-                ax.plot(*zip(*pts), color=colors[name.split("-")[0]], alpha=0.8, label=name)
+                ax.plot(
+                    *zip(*pts), color=colors.get(name.rsplit("-s", 1)[0], "tab:gray"), alpha=0.8, label=name
+                )
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
     axes[0].legend(fontsize=7)
@@ -322,9 +346,9 @@ def _split(markdown_table: str) -> tuple[list[str], list[list[str]]]:
 
 
 def render(result: dict[str, Any]) -> str:
-    arms, baseline = result["arms"], result["baseline"]
-    pairs = [f"{a}-{baseline}" for a in arms[1:]] + [f"{a}-base" for a in arms]
-    header = ["metric", "base", *arms, *(p.replace("-", " − ") for p in pairs)]
+    arms = result["arms"]
+    pairs = _comparisons(result) + [f"{a}-base" for a in arms]
+    header = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs)]
     rows = []
     for m in result["metrics"].values():
         cells = [m["label"]]
@@ -340,7 +364,7 @@ def render(result: dict[str, Any]) -> str:
         f"<h1>atmanrl A/B: {esc(', '.join(arms))}</h1>"
         f"<p>{result['n_problems']} held-out {esc(cfg['eval_task'])} problems; seeds {esc(cfg['seeds'])}; "
         f"{esc(cfg['max_steps'])} steps per run.</p><h2>Table 1 view</h2><p>The paper's columns (spaCy shares, "
-        f"pass@k); in brackets the change relative to {esc(baseline)}.</p>"
+        f"pass@k); in brackets the {esc(reference_note(result))}.</p>"
         + table(*_split(table1(result)))
         + f"<h2>Every metric</h2><p>{esc(interval_note(result).capitalize())}. An arm's value is the mean "
         "over its seeds; a difference pairs seeds and problems and is coloured only when it counts as an "

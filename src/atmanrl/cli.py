@@ -433,7 +433,8 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int], str, str]] = {
         ABCommand,
         cmd_ab,
         "outcome-only GRPO vs AtManRL (ours, the paper's): train every arm per seed, evaluate, one report",
-        "Train every arm (default: outcome, atmanrl, paper) with the same seeds, data and budget on arith level 5, "
+        "Train every arm (default: outcome, atmanrl, paper and paper_outcome, the published setting's own baseline) "
+        "with the same seeds, data and budget on arith level 5, "
         "evaluate the base model and every run on the same held-out problems, and write OUT/ab.html, OUT/ab.md "
         "and OUT/ab.json (95% intervals over seeds and problems, paired differences, a per-seed table, training "
         "curves; docs/results.md). Finished runs and evaluations are reused; interrupted runs resume; a folder "

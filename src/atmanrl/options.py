@@ -319,12 +319,15 @@ class ABCommand:
         aliases=("--model-name-or-path", "--model_name_or_path"),
     )
     arms: str = option(
-        "outcome,atmanrl,paper",
-        "arms, comma-separated, the first is the baseline: outcome, atmanrl, paper (default: %(default)s)",
+        "outcome,atmanrl,paper,paper_outcome",
+        "arms, comma-separated, the first is the baseline: outcome, atmanrl, paper (the published setting), "
+        "paper_outcome (that setting's outcome-only baseline, which paper is also compared with) "
+        "(default: %(default)s)",
     )
     outcome_recipe: str = option("smollm2-135m/arith_outcome.yaml", "YAML path or recipe name")
     atmanrl_recipe: str = option("smollm2-135m/arith_atmanrl.yaml", "YAML path or recipe name")
     paper_recipe: str = option("smollm2-135m/arith_paper.yaml", "YAML path or recipe name")
+    paper_outcome_recipe: str = option("smollm2-135m/arith_paper_outcome.yaml", "YAML path or recipe name")
     pass_k: int = option(4, "pass@k of every evaluated model (default: %(default)s)")
     composition: str = option(
         "auto",
