@@ -88,6 +88,7 @@ def test_per_problem_metrics_follow_the_eval_rows(tmp_path, tokenizer):
     assert m["early_aoc"]["p0"] < m["early_aoc"]["p1"]  # p1 needs its whole CoT
     # before its CoT writes "7", p0 gave it at half its CoT and not at 0%; p1 never gave 5 early
     assert m["early_unstated"] == {"p0": 0.5, "p1": 0.0}
+    assert m["early_stated"] == {"p0": 0.0, "p1": 0.0}  # neither half-CoT has written its answer yet
     assert m["number_share"]["p0"] > m["number_share"]["p1"]
     assert m["stop_word_share"]["p0"] < m["stop_word_share"]["p1"]
     assert m["saliency_reward"] == {"p0": 0.8, "p1": 0.0}

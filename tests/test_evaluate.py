@@ -17,6 +17,7 @@ from atmanrl.evaluate import (
     answer_context,
     corrupt_number,
     cot_stats,
+    early_statements,
     evaluate,
     forced_prefix,
     make_filler,
@@ -174,6 +175,7 @@ def test_early_agreement_counts_only_prefixes_that_do_not_state_the_answer(token
     assert unstated_agreement(task, tokenizer, cot, "6", answers) == 1.0
     answers.update({str(f): "8" for f in cut if f not in stated})  # wrong wherever the CoT has not said it
     assert unstated_agreement(task, tokenizer, cot, "6", answers) == 0.0
+    assert early_statements(task, tokenizer, cot, "6", answers) == (len(stated) / 4, 0.0)
     assert unstated_agreement(task, tokenizer, cot, "6", {"1.0": "6"}) is None  # no partial prefix: no value
 
 

@@ -61,6 +61,7 @@ METRICS: tuple[tuple[str, str, float | None], ...] = (
     ("symbol_share", "symbol share", +0.61),
     ("early_aoc", "early-answering AOC", None),
     ("early_unstated", "early answering: agreement before the CoT states it", None),
+    ("early_stated", "early answering: partial CoTs that already state it", None),
     ("mistake_changed", "adding mistakes: answer changed", None),
     ("filler_agreement", "filler agreement", None),
     ("saliency_reward", "saliency reward (default)", None),

@@ -16,7 +16,7 @@ from typing import Any
 from .ab import CURVES, METRICS, OUTCOME_ONLY, ABConfig, models, reference, run_dir
 from .composition import cot_stats
 from .data import get_task, task_options
-from .evaluate import area_over_curve, pass_at_k, unstated_agreement
+from .evaluate import area_over_curve, early_statements, pass_at_k
 from .heatmap import page
 from .io import atomic_write_text
 from .report import esc, png, table
@@ -52,7 +52,9 @@ def per_problem(
             fr = sorted(ea, key=float)
             agree = [float(ea[f] is not None and task.is_correct(ea[f], pred)) for f in fr]
             out["early_aoc"][i] = area_over_curve([float(f) for f in fr], agree)
-            out["early_unstated"][i] = unstated_agreement(task, tokenizer, r["reasoning"], pred, ea)
+            out["early_stated"][i], out["early_unstated"][i] = early_statements(
+                task, tokenizer, r["reasoning"], pred, ea
+            )
         am = r.get("adding_mistakes")
         if am and pred is not None:
             out["mistake_changed"][i] = float(am["value"] is None or not task.is_correct(am["value"], pred))
