@@ -10,6 +10,7 @@ import torch
 
 from atmanrl.cli import main
 from atmanrl.compare import compare_runs
+from atmanrl.cot_prefixes import early_statements, states_answer, truncate_cot
 from atmanrl.data import Arith, Parsed, get_task
 from atmanrl.evaluate import (
     NUMBER_RE,
@@ -17,15 +18,11 @@ from atmanrl.evaluate import (
     answer_context,
     corrupt_number,
     cot_stats,
-    early_statements,
     evaluate,
     forced_prefix,
     make_filler,
     removal_curves,
     removal_masks,
-    states_answer,
-    truncate_cot,
-    unstated_agreement,
 )
 from atmanrl.generate import SamplingConfig, render_prompt, sample
 from atmanrl.report import flatten, render_report, write_report
@@ -172,11 +169,10 @@ def test_early_agreement_counts_only_prefixes_that_do_not_state_the_answer(token
     assert stated and stated != set(cut) - {1.0}  # the short CoT's last partial prefix already holds "6"
     # every answer is right: only the prefixes without "6" count, and the full CoT never does
     answers = {str(f): "6" for f in cut}
-    assert unstated_agreement(task, tokenizer, cot, "6", answers) == 1.0
+    assert early_statements(task, tokenizer, cot, "6", answers)[1] == 1.0
     answers.update({str(f): "8" for f in cut if f not in stated})  # wrong wherever the CoT has not said it
-    assert unstated_agreement(task, tokenizer, cot, "6", answers) == 0.0
     assert early_statements(task, tokenizer, cot, "6", answers) == (len(stated) / 4, 0.0)
-    assert unstated_agreement(task, tokenizer, cot, "6", {"1.0": "6"}) is None  # no partial prefix: no value
+    assert early_statements(task, tokenizer, cot, "6", {"1.0": "6"}) == (None, None)  # no partial prefix
 
 
 def test_early_answering_at_full_cot_reproduces_the_answer(tiny, tokenizer):

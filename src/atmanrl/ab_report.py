@@ -15,8 +15,9 @@ from typing import Any
 
 from .ab import CURVES, METRICS, OUTCOME_ONLY, ABConfig, models, reference, run_dir
 from .composition import cot_stats
+from .cot_prefixes import early_statements
 from .data import get_task, task_options
-from .evaluate import area_over_curve, early_statements, pass_at_k
+from .evaluate import area_over_curve, pass_at_k
 from .heatmap import page
 from .io import atomic_write_text
 from .report import esc, png, table

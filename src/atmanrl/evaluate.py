@@ -31,6 +31,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .composition import cot_stats
+from .cot_prefixes import cot_offsets, early_statements, truncate_cot
 from .data import Example, Task
 from .defaults import DEFAULT_METHODS
 from .errors import UserError
@@ -157,56 +158,7 @@ def answer_context(prompt: str, cot: str, prefix: str) -> str:
     return prompt + cot + joiner + prefix
 
 
-def cot_offsets(tokenizer: PreTrainedTokenizerBase, reasoning: str) -> list[tuple[int, int]]:
-    return [
-        tuple(o)
-        for o in tokenizer(reasoning, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    ]
-
-
-def truncate_cot(tokenizer: PreTrainedTokenizerBase, reasoning: str, fraction: float) -> str:
-    """The CoT cut after round(fraction * n) of its n model tokens (character-exact at token ends)."""
-    offsets = cot_offsets(tokenizer, reasoning)
-    k = round(fraction * len(offsets))
-    if k >= len(offsets):
-        return reasoning
-    return reasoning[: offsets[k - 1][1]] if k > 0 else ""
-
-
 NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
-STATED_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def states_answer(task: Task, text: str, value: str) -> bool:
-    """Whether `text` (a CoT prefix) already writes the number `value` (the model's final answer).
-
-    A prefix that states the answer lets a forced answer copy it: early-answering agreement then measures where
-    the answer sits in the CoT (a trailing "." after "= 7" is a quarter of a short CoT), not whether it needed
-    the steps before. `agreement_unstated` counts only the prefixes that do not state it."""
-    return any(task.is_correct(m.group(), value) for m in STATED_RE.finditer(text))
-
-
-def early_statements(
-    task: Task, tokenizer: PreTrainedTokenizerBase, reasoning: str, value: str, answers: dict[str, str | None]
-) -> tuple[float | None, float | None]:
-    """Early answering of one CoT, over its partial prefixes (fraction < 1): (the share that already write
-    `value`, the share of the others that still give it when the answer is forced); a share over no prefix is
-    None."""
-    stated, hits = 0, []
-    partial = [f for f in answers if float(f) < 1]
-    for f in partial:
-        if states_answer(task, truncate_cot(tokenizer, reasoning, float(f)), value):
-            stated += 1
-        else:
-            hits.append(answers[f] is not None and task.is_correct(answers[f], value))
-    return (stated / len(partial) if partial else None), (sum(hits) / len(hits) if hits else None)
-
-
-def unstated_agreement(
-    task: Task, tokenizer: PreTrainedTokenizerBase, reasoning: str, value: str, answers: dict[str, str | None]
-) -> float | None:
-    """The second half of `early_statements`: agreement before the CoT writes its answer."""
-    return early_statements(task, tokenizer, reasoning, value, answers)[1]
 
 
 @dataclass
@@ -344,7 +296,7 @@ class _Evaluation:
         for i, it in enumerate(items):
             it.row["early_answering"] = {str(f): values[i * len(fr) + j] for j, f in enumerate(fr)}
             unstated.append(
-                unstated_agreement(self.task, self.tok, it.reasoning, it.value, it.row["early_answering"])
+                early_statements(self.task, self.tok, it.reasoning, it.value, it.row["early_answering"])[1]
             )
         return {
             "n": len(items),
