@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from atmanrl.ab_report import arm_references, comparison_keys, reference_note
+
 TABLE1 = ("cot_tokens", "spacy_number_share", "spacy_stop_word_share", "spacy_symbol_share", "pass_at_k")
 
 
@@ -31,15 +33,10 @@ def interval(m: dict, key: str, link: str, ptr: str, digits: int) -> str:
 
 
 def tables(result: dict, link: str) -> str:
-    metrics, arms, base = result["metrics"], result["arms"], result["baseline"]
-    refs = result.get("references") or {a: base for a in arms[1:]}
-    pairs = result.get("comparisons") or [f"{a}-{base}" for a in arms[1:]]
+    metrics, arms = result["metrics"], result["arms"]
+    refs, pairs = arm_references(result), comparison_keys(result)
     digits = {"cot_tokens": 1}
-    own = ", ".join(f"{a} against {r}" for a, r in refs.items() if r != base)
-    out = [
-        f"Table 1 view: mean over seeds (relative change against {base}" + (f"; {own}" if own else "") + "):"
-    ]
-    out.append("")
+    out = [f"Table 1 view: mean over seeds ({reference_note(result)}):", ""]
     out += [
         "| arm | " + " | ".join(metrics[k]["label"] for k in TABLE1) + " |",
         "|---|" + "---|" * len(TABLE1),

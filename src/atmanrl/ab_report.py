@@ -129,8 +129,8 @@ def cost_line(result: dict[str, Any]) -> str:
 
 def comparisons(arms: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
     """(arm, what it is compared with): every arm with the first, and an arm with its own setting's baseline."""
-    pairs = [(a, arms[0]) for a in arms[1:]]
-    return pairs + [(a, reference(a, arms)) for a in arms[1:] if reference(a, arms) != arms[0]]
+    own = [(a, r) for a in arms[1:] if (r := reference(a, arms)) != arms[0]]
+    return [(a, arms[0]) for a in arms[1:]] + own
 
 
 def analyse(cfg: ABConfig) -> dict[str, Any]:
@@ -234,18 +234,20 @@ TABLE1 = (
 )
 
 
-def _references(result: dict[str, Any]) -> dict[str, str]:
+def arm_references(result: dict[str, Any]) -> dict[str, str]:
+    """Arm -> the arm it is measured against; a report written before references existed used the first."""
     arms = result["arms"]
     return result.get("references") or {a: arms[0] for a in arms[1:]}
 
 
-def _comparisons(result: dict[str, Any]) -> list[str]:
+def comparison_keys(result: dict[str, Any]) -> list[str]:
+    """The report's "arm-reference" difference keys, in column order (older reports: every arm vs the first)."""
     return result.get("comparisons") or [f"{a}-{result['baseline']}" for a in result["arms"][1:]]
 
 
 def reference_note(result: dict[str, Any]) -> str:
     """What each arm's relative change is against, in words."""
-    own = [f"{a} against {r}" for a, r in _references(result).items() if r != result["baseline"]]
+    own = [f"{a} against {r}" for a, r in arm_references(result).items() if r != result["baseline"]]
     return f"relative change against {result['baseline']}" + (f" ({', '.join(own)})" if own else "")
 
 
@@ -262,7 +264,7 @@ def table1(result: dict[str, Any]) -> str:
             v = m[arm]["mean"]
             text = "–" if v is None else f"{v * scale:.1f}"
             rel = m.get(f"{arm}-relative")
-            if arm in _references(result) and rel is not None:
+            if arm in arm_references(result) and rel is not None:
                 text += f" ({percent(rel)})"
             cells.append(text)
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
@@ -285,9 +287,9 @@ def per_seed_table(result: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The comparison as Markdown: the Table 1 view, then every metric with intervals (what docs/ quote)."""
-    arms, refs = result["arms"], _references(result)
+    arms, refs = result["arms"], arm_references(result)
     checked = [a for a in refs if a not in OUTCOME_ONLY]
-    pairs = _comparisons(result)
+    pairs = comparison_keys(result)
     head = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs), "paper's direction"]
     head += [f"{a} vs {refs[a]}: same way, CI excludes 0" for a in checked]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -307,7 +309,7 @@ def markdown(result: dict[str, Any]) -> str:
         + "\n".join(lines)
         + "\n\nPer seed:\n\n"
         + per_seed_table(result)
-        + (f"\n\n{cost_line(result)}" if cost_line(result) else "")
+        + (f"\n\n{cost}" if (cost := cost_line(result)) else "")
     )
 
 
@@ -350,7 +352,7 @@ def _split(markdown_table: str) -> tuple[list[str], list[list[str]]]:
 
 def render(result: dict[str, Any]) -> str:
     arms = result["arms"]
-    pairs = _comparisons(result) + [f"{a}-base" for a in arms]
+    pairs = comparison_keys(result) + [f"{a}-base" for a in arms]
     header = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs)]
     rows = []
     for m in result["metrics"].values():

@@ -21,7 +21,11 @@ def cot_offsets(tokenizer: PreTrainedTokenizerBase, reasoning: str) -> list[tupl
 
 def truncate_cot(tokenizer: PreTrainedTokenizerBase, reasoning: str, fraction: float) -> str:
     """The CoT cut after round(fraction * n) of its n model tokens (character-exact at token ends)."""
-    offsets = cot_offsets(tokenizer, reasoning)
+    return cut(reasoning, cot_offsets(tokenizer, reasoning), fraction)
+
+
+def cut(reasoning: str, offsets: list[tuple[int, int]], fraction: float) -> str:
+    """`truncate_cot` with the CoT's token offsets already known (one tokenization for every fraction)."""
     k = round(fraction * len(offsets))
     if k >= len(offsets):
         return reasoning
@@ -48,8 +52,9 @@ def early_statements(
     None."""
     stated, hits = 0, []
     partial = [f for f in answers if float(f) < 1]
+    offsets = cot_offsets(tokenizer, reasoning)
     for f in partial:
-        if states_answer(task, truncate_cot(tokenizer, reasoning, float(f)), value):
+        if states_answer(task, cut(reasoning, offsets, float(f)), value):
             stated += 1
         else:
             hits.append(answers[f] is not None and task.is_correct(answers[f], value))
