@@ -8,7 +8,7 @@ import pytest
 
 from atmanrl import ab
 from atmanrl.ab import ABConfig
-from atmanrl.ab_report import analyse, markdown, per_problem, render
+from atmanrl.ab_report import accuracy_verdict, analyse, markdown, per_problem, render
 from atmanrl.data import get_task
 from atmanrl.errors import UserError
 from atmanrl.stats import (
@@ -189,6 +189,15 @@ def test_four_arms_train_evaluate_and_report_against_their_references(tmp_path, 
     # outcome's CoTs have no stop word: no ratio against 0; the paper's -0.4% on pass@4 keeps its decimal
     assert m["spacy_stop_word_share"]["atmanrl-relative"] is None and "-0.4%" in text
     assert "paper − paper_outcome" in render(result)
+    # every saliency arm against every outcome-only arm it is compared with; equal accuracy is kept
+    assert result["accuracy_kept"] == {
+        "atmanrl-outcome": "kept",
+        "paper-outcome": "kept",
+        "paper-paper_outcome": "kept",
+    }
+    assert (
+        "Accuracy against outcome-only" in text and "paper − paper_outcome 0.000 [0.000, 0.000]: kept" in text
+    )
     cost = result["seconds"]
     assert set(cost["eval"].values()) == {1800.0} and len(cost["eval"]) == 5
     assert cost["train"]["outcome-s0"] >= 0 and cost["train"]["paper-s0"] is None
@@ -332,6 +341,13 @@ def test_a_failed_run_side_by_side_starts_no_queued_one_and_is_named(tmp_path):
     with pytest.raises(UserError, match="train-0.log"):
         ab._each(cfg, list(range(40)), fn)
     assert len(started) < 40
+
+
+def test_accuracy_is_kept_only_when_the_whole_interval_clears_the_margin():
+    assert accuracy_verdict({"diff": 0.0, "lo": -0.019, "hi": 0.02}) == "kept"
+    assert accuracy_verdict({"diff": 0.0, "lo": -0.05, "hi": 0.05}) == "not shown"  # too wide to tell
+    assert accuracy_verdict({"diff": -0.1, "lo": -0.15, "hi": -0.03}) == "lost"
+    assert accuracy_verdict({"diff": None, "lo": None, "hi": None}) == "not shown"
 
 
 def test_a_difference_whose_seeds_disagree_is_no_effect():

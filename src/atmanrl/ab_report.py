@@ -127,6 +127,41 @@ def cost_line(result: dict[str, Any]) -> str:
     return "Cost (wall time): " + "; ".join(parts) + "." if parts else ""
 
 
+ACCURACY_MARGIN = (
+    0.02  # the accuracy a saliency arm may lose against outcome-only and still count as keeping it
+)
+
+
+def accuracy_verdict(d: dict[str, Any]) -> str:
+    """Whether an accuracy difference (arm - outcome-only) keeps accuracy within ACCURACY_MARGIN: "kept" when its
+    whole interval lies above -margin, "lost" when it lies below, else "not shown" (the data cannot tell)."""
+    lo, hi = d.get("lo"), d.get("hi")
+    if lo is None or hi is None:
+        return "not shown"
+    if lo >= -ACCURACY_MARGIN:
+        return "kept"
+    return "lost" if hi < -ACCURACY_MARGIN else "not shown"
+
+
+def accuracy_checks(result: dict[str, Any]) -> dict[str, str]:
+    """ "arm-reference" -> `accuracy_verdict` for every saliency arm against every outcome-only arm it is compared
+    with (the paper arm against both its own setting's baseline and ours)."""
+    acc = result["metrics"]["accuracy"]
+    keys = [k for k in comparison_keys(result) if k.split("-", 1)[0] not in OUTCOME_ONLY]
+    return {k: accuracy_verdict(acc[k]) for k in keys if k.split("-", 1)[1] in OUTCOME_ONLY}
+
+
+def accuracy_line(result: dict[str, Any]) -> str:
+    acc = result["metrics"]["accuracy"]
+    parts = [f"{k.replace('-', ' − ', 1)} {_diff(acc[k])}: {v}" for k, v in accuracy_checks(result).items()]
+    if not parts:
+        return ""
+    return (
+        f"Accuracy against outcome-only (kept: the whole interval above −{ACCURACY_MARGIN:.2f}; lost: the whole "
+        "interval below it): " + "; ".join(parts) + "."
+    )
+
+
 def comparisons(arms: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
     """(arm, what it is compared with): every arm with the first, and an arm with its own setting's baseline."""
     own = [(a, r) for a in arms[1:] if (r := reference(a, arms)) != arms[0]]
@@ -188,6 +223,7 @@ def analyse(cfg: ABConfig) -> dict[str, Any]:
                 )
         metrics[key] = m
     result["metrics"] = metrics
+    result["accuracy_kept"] = accuracy_checks(result)
     result["seconds"] = costs(cfg)
     result["curves"] = {
         f"{arm}-s{s}": [
@@ -307,6 +343,7 @@ def markdown(result: dict[str, Any]) -> str:
         + table1(result)
         + f"\n\nEvery metric: {interval_note(result)}:\n\n"
         + "\n".join(lines)
+        + (f"\n\n{acc}" if (acc := accuracy_line(result)) else "")
         + "\n\nPer seed:\n\n"
         + per_seed_table(result)
         + (f"\n\n{cost}" if (cost := cost_line(result)) else "")
@@ -375,6 +412,7 @@ def render(result: dict[str, Any]) -> str:
         "over its seeds; a difference pairs seeds and problems and is coloured only when it counts as an "
         "effect.</p>"
         + table(header, rows)
+        + (f"<p>{esc(acc)}</p>" if (acc := accuracy_line(result)) else "")
         + "<h2>Per seed</h2>"
         + table(*_split(per_seed_table(result)))
         + "<h2>Training curves</h2>"
