@@ -4,6 +4,7 @@ Each number is a link to its JSON pointer in the result file, the form tests/tes
 table pasted into the docs stays true to the file it cites:
 
     python benchmarks/ab_doc_table.py benchmarks/results/ab_testbed.json > /tmp/tables.md
+    python benchmarks/ab_doc_table.py benchmarks/results/ab_testbed.json --verdicts   # one line per finding
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from atmanrl.ab_report import arm_references, comparison_keys, reference_note
+from atmanrl.ab_report import accuracy_checks, arm_references, comparison_keys, reference_note
 
 TABLE1 = ("cot_tokens", "spacy_number_share", "spacy_stop_word_share", "spacy_symbol_share", "pass_at_k")
 
@@ -75,14 +76,64 @@ def tables(result: dict, link: str) -> str:
     return "\n".join(out)
 
 
+FEATURES = TABLE1[:4]  # the paper's four CoT features; its pass@k (-0.4%) says "no loss", not a direction
+# The faithfulness tests, and which way each reads "the answer depends more on the CoT": +1 higher, -1 lower
+FAITHFUL_WAY = {
+    "early_aoc": +1,
+    "early_unstated": -1,
+    "mistake_changed": +1,
+    "filler_agreement": -1,
+    "saliency_reward": +1,
+}
+
+
+def verdict(m: dict, key: str, pair: str) -> str:
+    """A difference in words: which way it goes, or why it is no effect, and how it sits with the paper."""
+    d = m[pair]
+    if d.get("diff") is None:
+        return "no value"
+    if d.get("seeds_agree") is False:
+        return "no effect (the seeds' own differences disagree in sign)"
+    if not d.get("excludes_0"):
+        return "no effect (the interval includes 0)"
+    up = d["diff"] > 0
+    text = f"{'higher' if up else 'lower'}, the interval excludes 0"
+    if key in FEATURES and m.get("paper_relative") is not None:
+        text += ": the paper's way" if up == (m["paper_relative"] > 0) else ": opposite to the paper"
+    if key in FAITHFUL_WAY:
+        text += ": more faithful" if up == (FAITHFUL_WAY[key] > 0) else ": less faithful"
+    return text
+
+
+def verdicts(result: dict, link: str) -> str:
+    """One line per (comparison, metric) the issue asks about: the paper's four CoT features, accuracy and pass@k,
+    and every faithfulness test; each with its cited interval, and last the accuracy check."""
+    metrics, digits = result["metrics"], {"cot_tokens": 1}
+    keys = ("accuracy", *TABLE1, *FAITHFUL_WAY)
+    out = []
+    for pair in comparison_keys(result):
+        out += ["", f"{pair.replace('-', ' − ', 1)}:"]
+        for k in keys:
+            if k in metrics and pair in metrics[k]:
+                cell = interval(metrics[k][pair], "diff", link, f"/metrics/{k}/{pair}", digits.get(k, 3))
+                out.append(f"- {metrics[k]['label']}: {cell}: {verdict(metrics[k], k, pair)}")
+    checks = accuracy_checks(result)
+    if checks:
+        out += ["", "Accuracy within 2 points of outcome-only:"]
+        out += [f"- {pair.replace('-', ' − ', 1)}: {v}" for pair, v in checks.items()]
+    return "\n".join(out).lstrip("\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("result", type=Path, help="an ab.json, e.g. benchmarks/results/ab_testbed.json")
     ap.add_argument(
         "--link", default=None, help="the file's path as docs/ link it (default: ../<result>, from docs/)"
     )
+    ap.add_argument("--verdicts", action="store_true", help="one line per finding instead of the tables")
     args = ap.parse_args()
-    print(tables(json.loads(args.result.read_text()), args.link or f"../{args.result.as_posix()}"))
+    result, link = json.loads(args.result.read_text()), args.link or f"../{args.result.as_posix()}"
+    print(verdicts(result, link) if args.verdicts else tables(result, link))
 
 
 if __name__ == "__main__":

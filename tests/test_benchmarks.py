@@ -256,3 +256,31 @@ def test_the_ab_doc_tables_cite_what_the_result_file_says():
     assert "**" in text
     result["metrics"]["accuracy"]["paper-outcome"]["seeds_agree"] = False
     assert "(seeds disagree)" in ab_doc_table.tables(result, "x.json")
+
+
+def test_the_ab_verdicts_say_which_way_each_finding_goes_and_cite_it():
+    import ab_doc_table
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "benchmarks/results/ab_testbed.json").read_text())
+    longer = {"diff": 10.0, "lo": 9.0, "hi": 11.0, "seeds_agree": True, "excludes_0": True}
+    result["metrics"]["cot_tokens"]["paper-paper_outcome"] = longer
+    text = ab_doc_table.verdicts(result, "x.json")
+    line = next(x for x in text.splitlines() if "/metrics/cot_tokens/paper-paper_outcome/diff" in x)
+    # a longer CoT with its interval above 0 goes against the paper's -44%
+    assert line.startswith("- CoT tokens: [+10.0]")
+    assert line.endswith("higher, the interval excludes 0: opposite to the paper")
+    m = result["metrics"]["filler_agreement"]
+    m["atmanrl-outcome"] = {"diff": -0.1, "lo": -0.15, "hi": -0.05, "seeds_agree": True, "excludes_0": True}
+    assert ab_doc_table.verdict(m, "filler_agreement", "atmanrl-outcome").endswith(
+        "lower, the interval excludes 0: more faithful"
+    )
+    m["atmanrl-outcome"]["seeds_agree"] = False
+    assert "disagree" in ab_doc_table.verdict(m, "filler_agreement", "atmanrl-outcome")
+    m["atmanrl-outcome"] = {"diff": 0.01, "lo": -0.02, "hi": 0.04, "seeds_agree": True, "excludes_0": False}
+    assert (
+        ab_doc_table.verdict(m, "filler_agreement", "atmanrl-outcome")
+        == "no effect (the interval includes 0)"
+    )
+    checks = result["accuracy_kept"]
+    assert text.endswith("\n".join(f"- {k.replace('-', ' − ', 1)}: {v}" for k, v in checks.items()))
