@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from atmanrl.ab_report import accuracy_checks, arm_references, comparison_keys, reference_note
+from atmanrl.ab_report import accuracy_checks, arm_references, comparison_keys, interval_note, reference_note
 
 TABLE1 = ("cot_tokens", "spacy_number_share", "spacy_stop_word_share", "spacy_symbol_share", "pass_at_k")
 
@@ -52,7 +52,7 @@ def tables(result: dict, link: str) -> str:
             cells.append(cell)
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
     head = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs)]
-    out += ["", "Every metric, mean [95% interval over seeds, then problems]:", ""]
+    out += ["", f"Every metric, {interval_note(result)} (bold: an effect):", ""]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, m in metrics.items():
         d = digits.get(k, 3)

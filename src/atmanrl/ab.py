@@ -1,6 +1,6 @@
 """`atmanrl ab`: outcome-only GRPO against AtManRL (ours, the paper's), same seeds, data and budget, with intervals.
 
-    atmanrl ab --output runs/ab                       # 3 arms x 3 seeds x 100 steps on the testbed (arith level 5)
+    atmanrl ab --output runs/ab                       # 4 arms x 3 seeds x 100 steps on the testbed (arith level 5)
     atmanrl ab --arms outcome,atmanrl --seeds 0 --max-steps 10 --output runs/ab_small
     make ab-gpu                                       # every run side by side on one GPU, 300 steps x 32 completions
 
@@ -8,8 +8,9 @@
    run (OUT/runs/ARM-sSEED/ab_done.json) is reused, an interrupted one resumes from its last checkpoint;
 2. evaluates the base model and every run on the same held-out problems (`atmanrl eval`, adding mistakes in
    `continue` mode), and scores each model's own held-out rollouts with the default saliency reward;
-3. writes OUT/ab.json and OUT/ab.html: every metric per model with a 95% interval that resamples seeds and then
-   problems, each arm minus the baseline with its paired interval, the per-seed table and the training curves.
+3. writes OUT/ab.json, OUT/ab.md and OUT/ab.html (+ ab_curves.png): every metric per model with a 95% interval
+   that resamples seeds and then problems, each arm minus its reference with its paired interval, the accuracy
+   check, the per-seed table, the cost and the training curves.
 
 Each step is an `atmanrl` command run in a subprocess (printed first, its log in OUT/logs/), so any of them can
 be rerun by hand. `--parallel N` runs N of them at once (on a GPU: every run side by side).
