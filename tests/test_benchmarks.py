@@ -284,3 +284,48 @@ def test_the_ab_verdicts_say_which_way_each_finding_goes_and_cite_it():
     )
     checks = result["accuracy_kept"]
     assert text.endswith("\n".join(f"- {k.replace('-', ' − ', 1)}: {v}" for k, v in checks.items()))
+
+
+def test_ab_groups_measures_what_all_right_groups_taught_and_which_operation_was_written(tmp_path):
+    import ab_groups
+    import pandas as pd
+
+    sub_q = "Question: Gina has 8 apples. Gina gives away 2 apples. How many apples does Gina have now?"
+    add_q = "Question: Jack has 20 cookies. Jack gets 10 more cookies. How many cookies does Jack have now?"
+
+    def rollouts(step, question, texts, correct, advantages):
+        return pd.DataFrame(
+            {
+                "step": [step] * len(texts),
+                "prompt": [[{"role": "user", "content": question}]] * len(texts),
+                "completion": [[{"role": "assistant", "content": t}] for t in texts],
+                "correctness": correct,
+                "advantage": advantages,
+            }
+        )
+
+    done = tmp_path / "runs" / "atmanrl-s0" / "completions"
+    done.mkdir(parents=True)
+    # step 1: every answer right, yet a saliency reward that differs by 0.01 became advantages of +-1
+    rollouts(1, add_q, ["20 + 10 = 30.\n#### 30"] * 2, [1.0, 1.0], [1.0, -1.0]).to_parquet(
+        done / "c1.parquet"
+    )
+    rollouts(2, sub_q, ["8 + 2 = 10.\n#### 10", "8 - 2 = 6.\n#### 6"], [0.0, 1.0], [-0.5, 0.5]).to_parquet(
+        done / "c2.parquet"
+    )
+    ev = tmp_path / "eval" / "atmanrl-s0"
+    ev.mkdir(parents=True)
+    rows = [
+        {"prompt": sub_q, "reasoning": "8 + 2 = 10.\n", "correct": False},
+        {"prompt": add_q, "reasoning": "20 + 10 = 30.\n", "correct": True},
+    ]
+    (ev / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = ab_groups.analyse(tmp_path)
+    t = result["training"]["atmanrl-s0"]
+    assert (t["groups"], t["solved_groups"], t["failed_groups"]) == (2, 1, 0)
+    assert t["solved_mean_abs_advantage"] == 1.0
+    assert t["blocks"][0]["sub"] == {"n": 2, "correct": 0.5, "adds": 0.5, "subtracts": 0.5}
+    h = result["held_out"]["atmanrl-s0"]
+    assert h["sub"] == {"n": 1, "correct": 0.0, "adds": 1.0, "subtracts": 0.0}
+    assert h["add"]["correct"] == 1.0
+    assert ab_groups.right({"paper_outcome": 0.0}) == 1.0 and ab_groups.right({"paper_outcome": -1.0}) == 0.0
