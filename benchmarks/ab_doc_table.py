@@ -13,7 +13,15 @@ import argparse
 import json
 from pathlib import Path
 
-from atmanrl.ab_report import accuracy_checks, arm_references, comparison_keys, interval_note, reference_note
+from atmanrl.ab_report import (
+    ACCURACY_MARGIN,
+    accuracy_checks,
+    arm_references,
+    comparison_keys,
+    interval_note,
+    pair_label,
+    reference_note,
+)
 
 TABLE1 = ("cot_tokens", "spacy_number_share", "spacy_stop_word_share", "spacy_symbol_share", "pass_at_k")
 
@@ -51,7 +59,7 @@ def tables(result: dict, link: str) -> str:
                 cell += f" ({cite(metrics[k][f'{arm}-relative'], link, f'/metrics/{k}/{arm}-relative', 2)})"
             cells.append(cell)
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
-    head = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs)]
+    head = ["metric", "base", *arms, *map(pair_label, pairs)]
     out += ["", f"Every metric, {interval_note(result)} (bold: an effect):", ""]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, m in metrics.items():
@@ -112,15 +120,15 @@ def verdicts(result: dict, link: str) -> str:
     keys = ("accuracy", *TABLE1, *FAITHFUL_WAY)
     out = []
     for pair in comparison_keys(result):
-        out += ["", f"{pair.replace('-', ' − ', 1)}:"]
+        out += ["", f"{pair_label(pair)}:"]
         for k in keys:
             if k in metrics and pair in metrics[k]:
                 cell = interval(metrics[k][pair], "diff", link, f"/metrics/{k}/{pair}", digits.get(k, 3))
                 out.append(f"- {metrics[k]['label']}: {cell}: {verdict(metrics[k], k, pair)}")
     checks = accuracy_checks(result)
     if checks:
-        out += ["", "Accuracy within 2 points of outcome-only:"]
-        out += [f"- {pair.replace('-', ' − ', 1)}: {v}" for pair, v in checks.items()]
+        out += ["", f"Accuracy within {ACCURACY_MARGIN * 100:.0f} points of outcome-only:"]
+        out += [f"- {pair_label(pair)}: {v}" for pair, v in checks.items()]
     return "\n".join(out).lstrip("\n")
 
 

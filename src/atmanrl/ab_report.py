@@ -127,9 +127,13 @@ def cost_line(result: dict[str, Any]) -> str:
     return "Cost (wall time): " + "; ".join(parts) + "." if parts else ""
 
 
-ACCURACY_MARGIN = (
-    0.02  # the accuracy a saliency arm may lose against outcome-only and still count as keeping it
-)
+# the accuracy a saliency arm may lose against outcome-only and still count as keeping it
+ACCURACY_MARGIN = 0.02
+
+
+def pair_label(key: str) -> str:
+    """A difference key "arm-reference" as the reports print it: "arm − reference"."""
+    return key.replace("-", " − ", 1)
 
 
 def accuracy_verdict(d: dict[str, Any]) -> str:
@@ -153,7 +157,7 @@ def accuracy_checks(result: dict[str, Any]) -> dict[str, str]:
 
 def accuracy_line(result: dict[str, Any]) -> str:
     acc = result["metrics"]["accuracy"]
-    parts = [f"{k.replace('-', ' − ', 1)} {_diff(acc[k])}: {v}" for k, v in accuracy_checks(result).items()]
+    parts = [f"{pair_label(k)} {_diff(acc[k])}: {v}" for k, v in accuracy_checks(result).items()]
     if not parts:
         return ""
     return (
@@ -326,7 +330,7 @@ def markdown(result: dict[str, Any]) -> str:
     arms, refs = result["arms"], arm_references(result)
     checked = [a for a in refs if a not in OUTCOME_ONLY]
     pairs = comparison_keys(result)
-    head = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs), "paper's direction"]
+    head = ["metric", "base", *arms, *map(pair_label, pairs), "paper's direction"]
     head += [f"{a} vs {refs[a]}: same way, CI excludes 0" for a in checked]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in result["metrics"].values():
@@ -390,7 +394,7 @@ def _split(markdown_table: str) -> tuple[list[str], list[list[str]]]:
 def render(result: dict[str, Any]) -> str:
     arms = result["arms"]
     pairs = comparison_keys(result) + [f"{a}-base" for a in arms]
-    header = ["metric", "base", *arms, *(p.replace("-", " − ", 1) for p in pairs)]
+    header = ["metric", "base", *arms, *map(pair_label, pairs)]
     rows = []
     for m in result["metrics"].values():
         cells = [m["label"]]
