@@ -2,8 +2,9 @@
 on arith level 5, which operation the model wrote for each kind of question, in training and on the held-out set.
 
 GRPO learns only from a group whose rewards differ. With TRL's default `scale_rewards: group` the advantages are
-divided by the group's std, so in a group whose answers are all right a saliency reward that differs by 0.01
-between completions becomes an advantage near ±1: this script measures how much of that each run got. It reads
+divided by the group's std, so in a group whose answers are all right a saliency reward that differs by a few
+hundredths between completions becomes an advantage near ±1: this script measures those differences and how
+much advantage each run got from them. It reads
 the logged rollouts (`log_completions`, OUT/runs/RUN/completions/*.parquet) and the evaluations' generations; no
 model is loaded, so it is safe to run beside the A/B.
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
+from statistics import median
 
 from atmanrl.completions import completion_text
 
@@ -44,9 +47,17 @@ def _share(rows: list[dict], key: str) -> float | None:
     return sum(r[key] for r in rows) / len(rows) if rows else None
 
 
+def spread(groups: list[list[float | None]]) -> dict | None:
+    """Median and largest within-group range (max - min) over the groups that logged a value, or None."""
+    ranges = sorted(
+        max(v) - min(v) for g in groups if (v := [x for x in g if x is not None and math.isfinite(x)])
+    )
+    return {"median": median(ranges), "max": ranges[-1], "n": len(ranges)} if ranges else None
+
+
 def training(run: Path, block: int = 10) -> dict | None:
-    """The groups whose answers were all right or all wrong and their mean |advantage|; per block of steps and question kind: accuracy
-    and the share of completions that add or subtract."""
+    """The groups whose answers were all right or all wrong, their mean |advantage| and (all right) how far their
+    saliency rewards spread; per block of steps and question kind, accuracy and the share that add or subtract."""
     import pandas as pd
 
     files = sorted((run / "completions").glob("*.parquet"))
@@ -64,6 +75,7 @@ def training(run: Path, block: int = 10) -> dict | None:
                     "kind": kind(question),
                     "correct": right(r),
                     "abs_advantage": abs(float(r["advantage"])),
+                    "saliency": r.get("saliency"),
                     "adds": float("+" in ops),
                     "subtracts": float("-" in ops),
                 }
@@ -88,6 +100,8 @@ def training(run: Path, block: int = 10) -> dict | None:
         "solved_groups": len(solved),
         # what a group whose answers were all right taught: 0 without a reward that varies among right answers
         "solved_mean_abs_advantage": _share([r for g in solved for r in g], "abs_advantage"),
+        # max - min of the saliency reward within each such group: what the std division blew up
+        "solved_saliency_range": spread([[r["saliency"] for r in g] for g in solved]),
         "failed_groups": len(failed),
         "failed_mean_abs_advantage": _share([r for g in failed for r in g], "abs_advantage"),
         "blocks": blocks,
@@ -97,16 +111,13 @@ def training(run: Path, block: int = 10) -> dict | None:
 def held_out(folder: Path) -> dict:
     """Accuracy and the operation written, per question kind, on the evaluation's held-out problems."""
     rows = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines() if line]
+    scored = [(kind(r["prompt"]), float(bool(r["correct"])), operators(r["reasoning"])) for r in rows]
     out = {}
     for k in ("add", "sub"):
         part = [
-            {
-                "correct": float(bool(r["correct"])),
-                "adds": float("+" in operators(r["reasoning"])),
-                "subtracts": float("-" in operators(r["reasoning"])),
-            }
-            for r in rows
-            if kind(r["prompt"]) == k
+            {"correct": ok, "adds": float("+" in ops), "subtracts": float("-" in ops)}
+            for q, ok, ops in scored
+            if q == k
         ]
         out[k] = {"n": len(part), **{key: _share(part, key) for key in ("correct", "adds", "subtracts")}}
     return out

@@ -293,7 +293,7 @@ def test_ab_groups_measures_what_all_right_groups_taught_and_which_operation_was
     sub_q = "Question: Gina has 8 apples. Gina gives away 2 apples. How many apples does Gina have now?"
     add_q = "Question: Jack has 20 cookies. Jack gets 10 more cookies. How many cookies does Jack have now?"
 
-    def rollouts(step, question, texts, correct, advantages):
+    def rollouts(step, question, texts, correct, advantages, saliency):
         return pd.DataFrame(
             {
                 "step": [step] * len(texts),
@@ -301,18 +301,19 @@ def test_ab_groups_measures_what_all_right_groups_taught_and_which_operation_was
                 "completion": [[{"role": "assistant", "content": t}] for t in texts],
                 "correctness": correct,
                 "advantage": advantages,
+                "saliency": saliency,
             }
         )
 
     done = tmp_path / "runs" / "atmanrl-s0" / "completions"
     done.mkdir(parents=True)
     # step 1: every answer right, yet a saliency reward that differs by 0.01 became advantages of +-1
-    rollouts(1, add_q, ["20 + 10 = 30.\n#### 30"] * 2, [1.0, 1.0], [1.0, -1.0]).to_parquet(
+    rollouts(1, add_q, ["20 + 10 = 30.\n#### 30"] * 2, [1.0, 1.0], [1.0, -1.0], [0.61, 0.62]).to_parquet(
         done / "c1.parquet"
     )
-    rollouts(2, sub_q, ["8 + 2 = 10.\n#### 10", "8 - 2 = 6.\n#### 6"], [0.0, 1.0], [-0.5, 0.5]).to_parquet(
-        done / "c2.parquet"
-    )
+    rollouts(
+        2, sub_q, ["8 + 2 = 10.\n#### 10", "8 - 2 = 6.\n#### 6"], [0.0, 1.0], [-0.5, 0.5], [0.0, 0.6]
+    ).to_parquet(done / "c2.parquet")
     ev = tmp_path / "eval" / "atmanrl-s0"
     ev.mkdir(parents=True)
     rows = [
@@ -324,6 +325,8 @@ def test_ab_groups_measures_what_all_right_groups_taught_and_which_operation_was
     t = result["training"]["atmanrl-s0"]
     assert (t["groups"], t["solved_groups"], t["failed_groups"]) == (2, 1, 0)
     assert t["solved_mean_abs_advantage"] == 1.0
+    # the spread that the std division turned into those advantages: only the all-right group counts
+    assert t["solved_saliency_range"]["n"] == 1 and math.isclose(t["solved_saliency_range"]["max"], 0.01)
     assert t["blocks"][0]["sub"] == {"n": 2, "correct": 0.5, "adds": 0.5, "subtracts": 0.5}
     h = result["held_out"]["atmanrl-s0"]
     assert h["sub"] == {"n": 1, "correct": 0.0, "adds": 1.0, "subtracts": 0.0}
