@@ -357,3 +357,20 @@ def test_a_difference_whose_seeds_disagree_is_no_effect():
     assert seeds_agree(up, zero) is True and seeds_agree(mixed, zero) is False
     assert seeds_agree(up[:1], zero[:1]) is None  # one seed: nothing to agree on
     assert seeds_agree(up, [zero[0]]) is True  # the base model, one run against every seed
+
+
+def test_the_scale_none_diagnostic_recipe_changes_only_the_advantage_scaling():
+    # docs/results.md reads its run as "atmanrl's recipe without the std division": any other difference
+    # from the shipped recipe would be a second, unreported change
+    from pathlib import Path
+
+    import yaml
+
+    from atmanrl.recipes import recipe_path
+
+    shipped = yaml.safe_load(recipe_path("smollm2-135m/arith_atmanrl.yaml").read_text())
+    root = Path(__file__).resolve().parents[1]
+    diagnostic = yaml.safe_load((root / "benchmarks/recipes/arith_atmanrl_scale_none.yaml").read_text())
+    assert "scale_rewards" not in shipped  # TRL's default, "group"
+    assert diagnostic.pop("scale_rewards") == "none"
+    assert diagnostic == shipped
