@@ -47,6 +47,20 @@ def _share(rows: list[dict], key: str) -> float | None:
     return sum(r[key] for r in rows) / len(rows) if rows else None
 
 
+def _written(text: str) -> dict[str, float]:
+    ops = operators(text)
+    return {"adds": float("+" in ops), "subtracts": float("-" in ops)}
+
+
+def _by_kind(rows: list[dict]) -> dict:
+    """Per question kind: how many rows, and the share right, adding and subtracting."""
+    out = {}
+    for k in ("add", "sub"):
+        part = [r for r in rows if r["kind"] == k]
+        out[k] = {"n": len(part), **{key: _share(part, key) for key in ("correct", "adds", "subtracts")}}
+    return out
+
+
 def spread(groups: list[list[float | None]]) -> dict | None:
     """Median and largest within-group range (max - min) over the groups that logged a value, or None."""
     ranges = sorted(
@@ -67,7 +81,6 @@ def training(run: Path, block: int = 10) -> dict | None:
     for f in files:
         for r in pd.read_parquet(f).to_dict("records"):
             question = str(r["prompt"][-1]["content"]) if len(r["prompt"]) else ""
-            ops = operators(completion_text(list(r["completion"])))
             rows.append(
                 {
                     "step": int(r["step"]),
@@ -76,8 +89,7 @@ def training(run: Path, block: int = 10) -> dict | None:
                     "correct": right(r),
                     "abs_advantage": abs(float(r["advantage"])),
                     "saliency": r.get("saliency"),
-                    "adds": float("+" in ops),
-                    "subtracts": float("-" in ops),
+                    **_written(completion_text(list(r["completion"]))),
                 }
             )
     groups: dict[tuple[int, str], list[dict]] = {}  # a GRPO group: one question's completions at one step
@@ -89,11 +101,7 @@ def training(run: Path, block: int = 10) -> dict | None:
     blocks = []
     for lo in range(1, last + 1, block):
         part = [r for r in rows if lo <= r["step"] < lo + block]
-        entry: dict = {"steps": f"{lo}-{min(lo + block - 1, last)}"}
-        for k in ("add", "sub"):
-            sub = [r for r in part if r["kind"] == k]
-            entry[k] = {"n": len(sub), **{key: _share(sub, key) for key in ("correct", "adds", "subtracts")}}
-        blocks.append(entry)
+        blocks.append({"steps": f"{lo}-{min(lo + block - 1, last)}", **_by_kind(part)})
     return {
         "steps": last,
         "groups": len(groups),
@@ -111,16 +119,12 @@ def training(run: Path, block: int = 10) -> dict | None:
 def held_out(folder: Path) -> dict:
     """Accuracy and the operation written, per question kind, on the evaluation's held-out problems."""
     rows = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines() if line]
-    scored = [(kind(r["prompt"]), float(bool(r["correct"])), operators(r["reasoning"])) for r in rows]
-    out = {}
-    for k in ("add", "sub"):
-        part = [
-            {"correct": ok, "adds": float("+" in ops), "subtracts": float("-" in ops)}
-            for q, ok, ops in scored
-            if q == k
+    return _by_kind(
+        [
+            {"kind": kind(r["prompt"]), "correct": float(bool(r["correct"])), **_written(r["reasoning"])}
+            for r in rows
         ]
-        out[k] = {"n": len(part), **{key: _share(part, key) for key in ("correct", "adds", "subtracts")}}
-    return out
+    )
 
 
 def analyse(folder: Path) -> dict:
