@@ -359,8 +359,8 @@ def test_a_difference_whose_seeds_disagree_is_no_effect():
     assert seeds_agree(up, [zero[0]]) is True  # the base model, one run against every seed
 
 
-def test_the_scale_none_diagnostic_recipe_changes_only_the_advantage_scaling():
-    # docs/results.md reads its run as "atmanrl's recipe without the std division": any other difference
+def test_the_scale_none_diagnostic_recipes_change_only_the_advantage_scaling():
+    # docs/results.md reads its runs as "the shipped recipe without the std division": any other difference
     # from the shipped recipe would be a second, unreported change
     from pathlib import Path
 
@@ -368,9 +368,25 @@ def test_the_scale_none_diagnostic_recipe_changes_only_the_advantage_scaling():
 
     from atmanrl.recipes import recipe_path
 
-    shipped = yaml.safe_load(recipe_path("smollm2-135m/arith_atmanrl.yaml").read_text())
     root = Path(__file__).resolve().parents[1]
-    diagnostic = yaml.safe_load((root / "benchmarks/recipes/arith_atmanrl_scale_none.yaml").read_text())
-    assert "scale_rewards" not in shipped  # TRL's default, "group"
-    assert diagnostic.pop("scale_rewards") == "none"
-    assert diagnostic == shipped
+    for name in ("atmanrl", "outcome"):  # the atmanrl run and its control
+        shipped = yaml.safe_load(recipe_path(f"smollm2-135m/arith_{name}.yaml").read_text())
+        diagnostic = yaml.safe_load((root / f"benchmarks/recipes/arith_{name}_scale_none.yaml").read_text())
+        assert "scale_rewards" not in shipped  # TRL's default, "group"
+        assert diagnostic.pop("scale_rewards") == "none"
+        assert diagnostic == shipped, name
+
+
+def test_the_lower_weight_recipe_changes_only_the_saliency_weight_of_the_scale_none_one():
+    # docs/results.md compares the two runs on one seed as "weight 0.5 against 0.2, nothing else changed"
+    from pathlib import Path
+
+    import yaml
+
+    recipes = Path(__file__).resolve().parents[1] / "benchmarks/recipes"
+    scale_none = yaml.safe_load((recipes / "arith_atmanrl_scale_none.yaml").read_text())
+    lower = yaml.safe_load((recipes / "arith_atmanrl_scale_none_w02.yaml").read_text())
+    weights = dict(zip(lower.pop("rewards"), lower.pop("reward_weights")))
+    assert weights == {"correctness": 1.0, "format": 0.2, "saliency": 0.2}
+    assert dict(zip(scale_none.pop("rewards"), scale_none.pop("reward_weights")))["saliency"] == 0.5
+    assert lower == scale_none
