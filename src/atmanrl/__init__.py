@@ -9,7 +9,7 @@ from typing import Any
 from .errors import UserError
 from .options import DEFAULT_MODEL
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 __all__ = ["DEFAULT_MODEL", "UserError", "load_model", "__version__"]
 
 
