@@ -75,6 +75,13 @@ def test_unknown_recipe_key_is_named(tmp_path):
         parse_recipe(bad, [])
 
 
+def test_a_bad_advantage_scaling_is_named_before_any_training():
+    with pytest.raises(UserError, match="scale_rewards 'std' is not one of group, batch, none"):
+        parse_recipe("smollm2-135m/arith_outcome.yaml", ["--scale_rewards", "std"])
+    _, training_args, _ = parse_recipe("smollm2-135m/arith_outcome.yaml", ["--scale_rewards", "group"])
+    assert training_args.scale_rewards == "group"
+
+
 def test_unknown_reward_in_recipe(tmp_path):
     with pytest.raises(UserError, match="correctness"):
         cli([str(RECIPES[0]), "--dry-run", "--rewards", "correctness", "nope", "--reward_weights", "1", "1"])

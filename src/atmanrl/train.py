@@ -48,6 +48,9 @@ def _check_recipe_keys(path: Path) -> None:
         raise UserError(f"recipe {path}: unknown keys {', '.join(unknown)}; see `atmanrl train --help`")
 
 
+SCALE_REWARDS = ("group", "batch", "none")  # what GRPOTrainer accepts
+
+
 def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, Any, Any]:
     """(script args, GRPOConfig, ModelConfig) from a YAML recipe plus `--key value` overrides."""
     args = list(overrides)
@@ -68,6 +71,13 @@ def parse_recipe(recipe: str | Path | None, overrides: list[str]) -> tuple[Any, 
         if script.dataset_split is not None:  # the 0.1 spelling, accepted for one release
             log.warning("dataset_split is deprecated: use split (same meaning)")
             script.split = script.dataset_split
+        if (
+            training_args.scale_rewards not in SCALE_REWARDS
+        ):  # TRL checks it only at the first step's advantages
+            raise UserError(
+                f"scale_rewards {training_args.scale_rewards!r} is not one of {', '.join(SCALE_REWARDS)} "
+                "(docs/training.md): set it in the recipe or with --scale_rewards none"
+            )
         return script, training_args, model_args
     except ValueError as e:
         msg = str(e).splitlines()[0]
