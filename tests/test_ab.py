@@ -3,6 +3,7 @@
 import json
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,8 @@ from atmanrl.stats import (
     seeds_agree,
     spearman,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bootstrap_intervals_cover_the_mean_and_are_seeded():
@@ -277,9 +280,7 @@ def test_the_gpu_command_runs_every_run_side_by_side_on_a_cpu(tmp_path, tiny_dir
     """`make ab-gpu` with a tiny configuration: 4 arms trained and evaluated two at a time in subprocesses,
     then the report. On a GPU the same command runs 12 runs of 300 steps (docs/results.md)."""
     import subprocess
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "ab"
     tiny = "--per_device_train_batch_size 2 --num_generations 2 --max_completion_length 8 --limit 4"
     args = [
@@ -288,12 +289,12 @@ def test_the_gpu_command_runs_every_run_side_by_side_on_a_cpu(tmp_path, tiny_dir
         f"AB_ARGS=--model {tiny_dir} --seeds 0 --eval-limit 2 --pass-k 1 --composition lexical",
     ]
     plan = subprocess.run(
-        ["make", "-n", "ab-gpu"], cwd=root, capture_output=True, text=True, check=True
+        ["make", "-n", "ab-gpu"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert (
         "--parallel 12" in plan and "--max-steps 300" in plan and "--per_device_train_batch_size 32" in plan
     )
-    r = subprocess.run(["make", "ab-gpu", *args], cwd=root, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(["make", "ab-gpu", *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     result = json.loads((out / "ab.json").read_text())
     assert result["arms"] == ["outcome", "atmanrl", "paper", "paper_outcome"] and result["n_problems"] == 2
@@ -359,21 +360,24 @@ def test_a_difference_whose_seeds_disagree_is_no_effect():
     assert seeds_agree(up, [zero[0]]) is True  # the base model, one run against every seed
 
 
+def benchmark_recipe(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "benchmarks/recipes" / f"{name}.yaml").read_text())
+
+
 def test_the_a_b_recipes_of_the_docs_differ_from_the_shipped_ones_only_in_the_advantage_scaling():
     # docs/results.md reads the committed A/B's outcome and atmanrl arms as "the shipped recipes with TRL's std
     # division", and the scale_none runs as "the shipped recipes": any other difference would be a second,
     # unreported change
-    from pathlib import Path
-
     import yaml
 
     from atmanrl.recipes import recipe_path
 
-    root = Path(__file__).resolve().parents[1]
     for name in ("atmanrl", "outcome"):
         shipped = yaml.safe_load(recipe_path(f"smollm2-135m/arith_{name}.yaml").read_text())
-        scale_none = yaml.safe_load((root / f"benchmarks/recipes/arith_{name}_scale_none.yaml").read_text())
-        group = yaml.safe_load((root / f"benchmarks/recipes/arith_{name}_group.yaml").read_text())
+        scale_none = benchmark_recipe(f"arith_{name}_scale_none")
+        group = benchmark_recipe(f"arith_{name}_group")
         assert scale_none == shipped, name
         assert shipped.pop("scale_rewards") == "none" and group.pop("scale_rewards") == "group"
         assert group == shipped, name
@@ -381,13 +385,8 @@ def test_the_a_b_recipes_of_the_docs_differ_from_the_shipped_ones_only_in_the_ad
 
 def test_the_lower_weight_recipe_changes_only_the_saliency_weight_of_the_scale_none_one():
     # docs/results.md compares the two runs on one seed as "weight 0.5 against 0.2, nothing else changed"
-    from pathlib import Path
-
-    import yaml
-
-    recipes = Path(__file__).resolve().parents[1] / "benchmarks/recipes"
-    scale_none = yaml.safe_load((recipes / "arith_atmanrl_scale_none.yaml").read_text())
-    lower = yaml.safe_load((recipes / "arith_atmanrl_scale_none_w02.yaml").read_text())
+    scale_none = benchmark_recipe("arith_atmanrl_scale_none")
+    lower = benchmark_recipe("arith_atmanrl_scale_none_w02")
     weights = dict(zip(lower.pop("rewards"), lower.pop("reward_weights")))
     assert weights == {"correctness": 1.0, "format": 0.2, "saliency": 0.2}
     assert dict(zip(scale_none.pop("rewards"), scale_none.pop("reward_weights")))["saliency"] == 0.5
